@@ -1,0 +1,114 @@
+"""Stage 1 — audio: decode any clip, downmix to mono, resample to 16 kHz float32.
+
+Decoding is owned here (not left to Gradio) so that every failure carries a clear message.
+soundfile reads wav/flac/ogg/opus; anything else goes through the ffmpeg program, fed the
+file path as one argument (never through a shell).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+SAMPLE_RATE = 16_000
+MIN_SECONDS = 0.1        # shorter than this is too short to hear anything
+SILENCE_RMS = 1e-4       # below this RMS (full scale = 1.0) a clip counts as silent
+FFMPEG_TIMEOUT_S = 60
+
+
+class AudioError(ValueError):
+    """A clip that cannot be analysed; the message is written for the person who gave it."""
+
+
+@dataclass
+class Clip:
+    """16 kHz mono float32 samples plus what was noticed while preparing them."""
+    samples: np.ndarray
+    original_rate: int
+    original_channels: int
+    notes: list[str]
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def _to_float(data: np.ndarray) -> np.ndarray:
+    """Integer PCM to [-1, 1] floats; float input is kept as it is."""
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        scale = max(abs(info.min), info.max)
+        data = data.astype(np.float64) / scale
+        if info.min == 0:  # unsigned 8-bit
+            data = data * 2 - 1
+    return np.asarray(data, dtype=np.float64)
+
+
+def _decode_ffmpeg(path: str) -> tuple[np.ndarray, int]:
+    if shutil.which("ffmpeg") is None:
+        raise AudioError("This file type needs ffmpeg, which is not installed; please upload WAV, FLAC or OGG.")
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-vn", "-ac", "1",
+           "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise AudioError("Decoding this file took too long; please upload a shorter clip.") from e
+    data = np.frombuffer(out.stdout, dtype=np.float32)
+    if out.returncode != 0 or data.size == 0:
+        raise AudioError("This file could not be read as audio. Please upload a WAV, FLAC, OGG, MP3, WebM or M4A recording.")
+    return data, SAMPLE_RATE
+
+
+def read_file(path: str) -> tuple[np.ndarray, int]:
+    """Decode a file to (samples, rate); samples are (n,) or (n, channels)."""
+    try:
+        data, rate = sf.read(path, always_2d=False)
+        return data, rate
+    except Exception:  # not a format libsndfile knows, or a broken file: let ffmpeg try
+        return _decode_ffmpeg(path)
+
+
+def prepare(data, rate: int) -> Clip:
+    """Any samples at any rate (mono or (n, channels) / (channels, n)) to a checked 16 kHz mono Clip."""
+    data = np.asarray(data)
+    if data.size == 0:
+        raise AudioError("The recording is empty. Record again, or upload a clip with speech in it.")
+    if data.ndim == 2 and data.shape[0] < data.shape[1] and data.shape[0] <= 8:
+        data = data.T  # (channels, n) -> (n, channels)
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    data = _to_float(data)
+    notes = []
+    if not np.all(np.isfinite(data)):
+        data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
+        notes.append("The file contained NaN or infinite samples; they were replaced.")
+    if data.ndim == 2:
+        # Average only channels with signal, so a silent channel does not halve the level.
+        rms = np.sqrt(np.mean(data**2, axis=0))
+        live = rms > SILENCE_RMS
+        data = data[:, live].mean(axis=1) if live.any() else data.mean(axis=1)
+    if rate <= 0:
+        raise AudioError("The file reports an invalid sample rate.")
+    if len(data) / rate < MIN_SECONDS:
+        raise AudioError(f"The clip is only {1000 * len(data) / rate:.0f} ms long; please record at least half a second.")
+    data = data - data.mean()  # remove any DC offset
+    wave = torch.from_numpy(data.astype(np.float32))
+    if rate != SAMPLE_RATE:
+        wave = AF.resample(wave, rate, SAMPLE_RATE)
+    samples = wave.numpy()
+    if float(np.sqrt(np.mean(samples**2))) < SILENCE_RMS:
+        raise AudioError("The clip is silent. Check that the microphone is on, then try again.")
+    peak = float(np.abs(samples).max())
+    if peak > 1.0:
+        samples = samples / peak
+    return Clip(samples.astype(np.float32), rate, channels, notes)
+
+
+def load(path: str) -> Clip:
+    """Decode and prepare a file."""
+    data, rate = read_file(path)
+    return prepare(data, rate)

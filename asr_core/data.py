@@ -1,0 +1,147 @@
+"""Corpora on disk (../shared/data and the synthesized cache) and the training feature cache.
+
+Every corpus yields Utterance(uid, path, text, speaker). Held-out splits never share a speaker (or
+synthesized voice) with training, except where the corpus has a single speaker (LJ Speech), which is
+labelled as such wherever a number is reported.
+
+    python -m asr_core.data --augment-copies 2    # builds ~/.cache/asr-lab/features/*.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import audio, features
+from .augment import random_augment
+from .synth import CACHE, DATA
+from .vocab import encode, normalize_text
+
+FEATURES = CACHE / "features"
+_DIGITS = "zero one two three four five six seven eight nine".split()
+
+
+@dataclass(frozen=True)
+class Utterance:
+    uid: str
+    path: str
+    text: str
+    speaker: str
+
+
+def speechocean(split: str) -> list[Utterance]:
+    root = DATA / "speechocean762"
+    table = lambda name: dict(l.rstrip("\n").split(None, 1) for l in open(root / split / name) if l.strip())
+    text, wav, spk = table("text"), table("wav.scp"), table("utt2spk")
+    return [Utterance(u, str(root / wav[u]), normalize_text(text[u]), spk[u]) for u in sorted(text)]
+
+
+def ljspeech(split: str) -> list[Utterance]:
+    """One speaker: every 5th clip (sorted) is 'test', the rest 'train'."""
+    root = DATA / "ljspeech-subset"
+    meta = {r[0]: r[-1] for r in csv.reader(open(root / "metadata.csv", encoding="utf-8"), delimiter="|",
+                                            quoting=csv.QUOTE_NONE)}
+    ids = sorted(p.stem for p in (root / "wavs").glob("*.opus"))
+    pick = [u for i, u in enumerate(ids) if (i % 5 == 4) == (split == "test")]
+    return [Utterance(u, str(root / "wavs" / f"{u}.opus"), normalize_text(meta[u]), "LJ") for u in pick]
+
+
+def fsdd(split: str) -> list[Utterance]:
+    """The dataset's own split: recordings with index 0-4 are 'test'."""
+    out = []
+    for p in sorted((DATA / "fsdd" / "recordings").glob("*.wav")):
+        digit, speaker, index = p.stem.split("_")
+        if (int(index) < 5) == (split == "test"):
+            out.append(Utterance(p.stem, str(p), _DIGITS[int(digit)], speaker))
+    return out
+
+
+def synthesized(split: str) -> list[Utterance]:
+    """Voices in synth.HELD_OUT_VOICES make 'test'; the manifest records which."""
+    root = CACHE / "synth"
+    if not (root / "manifest.tsv").exists():
+        return []
+    rows = csv.reader(open(root / "manifest.tsv"), delimiter="\t")
+    return [Utterance(r[0], str(root / f"{r[0]}.flac"), r[3], r[1]) for r in rows
+            if r[2] == split and (root / f"{r[0]}.flac").exists()]
+
+
+CORPORA = {"speechocean762": speechocean, "ljspeech": ljspeech, "fsdd": fsdd, "synth": synthesized}
+
+
+def load_16k(path: str) -> np.ndarray:
+    return audio.load(path).samples
+
+
+def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0, limit: int | None = None) -> Path:
+    """MFCCs of every utterance (plus augmented copies) in one safetensors file: frames, offsets, labels."""
+    utts = CORPORA[corpus](split)[:limit]
+    rng = np.random.default_rng(seed)
+    feats, labels, flen, llen = [], [], [], []
+    for u in tqdm(utts, desc=f"{corpus}/{split}", mininterval=5):
+        try:
+            x = load_16k(u.path)
+        except audio.AudioError:
+            continue
+        ids = encode(u.text)
+        if not ids:
+            continue
+        for k in range(1 + augment_copies):
+            f = features.mfcc(x if k == 0 else random_augment(x, rng))
+            if f.shape[0] < 2 * len(ids) + 1:  # CTC needs room for the labels
+                continue
+            feats.append(f.half())
+            labels.append(torch.tensor(ids, dtype=torch.int16))
+            flen.append(f.shape[0])
+            llen.append(len(ids))
+    FEATURES.mkdir(parents=True, exist_ok=True)
+    out = FEATURES / f"{corpus}-{split}-x{augment_copies}.safetensors"
+    save_file({"frames": torch.cat(feats), "labels": torch.cat(labels),
+               "frame_lengths": torch.tensor(flen), "label_lengths": torch.tensor(llen)}, out)
+    return out
+
+
+class FeatureSet:
+    """A cached corpus split in memory: item i is (frames (T, 40) float32, label ids)."""
+
+    def __init__(self, *paths: Path):
+        self.items = []
+        for p in paths:
+            d = load_file(p)
+            fo = np.concatenate([[0], np.cumsum(d["frame_lengths"].numpy())])
+            lo = np.concatenate([[0], np.cumsum(d["label_lengths"].numpy())])
+            for i in range(len(d["frame_lengths"])):
+                self.items.append((d["frames"][fo[i]:fo[i + 1]], d["labels"][lo[i]:lo[i + 1]].long()))
+
+    def __len__(self):
+        return len(self.items)
+
+    def hours(self) -> float:
+        return sum(f.shape[0] for f, _ in self.items) / features.FRAMES_PER_SECOND / 3600
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Build the MFCC feature caches used by training and evaluation.")
+    p.add_argument("--augment-copies", type=int, default=2, help="augmented copies of each real training clip")
+    p.add_argument("--only", nargs="*", help="corpus/split names, e.g. speechocean762/train")
+    args = p.parse_args(argv)
+    jobs = [("speechocean762", "train", args.augment_copies), ("ljspeech", "train", args.augment_copies),
+            ("fsdd", "train", 1), ("synth", "train", 0),
+            ("speechocean762", "test", 0), ("ljspeech", "test", 0), ("fsdd", "test", 0), ("synth", "test", 0)]
+    for corpus, split, copies in jobs:
+        if args.only and f"{corpus}/{split}" not in args.only:
+            continue
+        print(build_cache(corpus, split, copies), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    main()

@@ -1,0 +1,99 @@
+"""Stage 3 — acoustic models: one 29-way distribution per MFCC frame (T frames in, T outputs out).
+
+`SimpleASR_RNN` is the textbook model, exactly: h_t = tanh(W_hh h_{t-1} + W_xh x_t + b_h) from a zero
+state, then o_t = softmax(W_ho h_t + b_o) at every step. `RecurrentASR` is the same idea with LSTM or
+GRU cells, optionally stacked and bidirectional. Weights live in assets/models as safetensors + JSON.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .vocab import NUM_CLASSES
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+
+
+class SimpleASR_RNN(nn.Module):
+    """The reference model of the lesson: one tanh RNN layer and a linear read-out at every step."""
+
+    def __init__(self, input_size: int = 40, hidden_size: int = 256, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.rnn = nn.RNN(input_size, hidden_size, batch_first=True)
+        self.fc = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        h0 = torch.zeros(1, x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
+        out = _run(self.rnn, x, lengths, h0)
+        return self.fc(out)  # (B, T, num_classes) logits; softmax over the last axis gives o_t
+
+
+class RecurrentASR(nn.Module):
+    """LSTM or GRU acoustic model: stacked (and optionally bidirectional) cells, a linear read-out per frame."""
+
+    def __init__(self, cell: str = "lstm", input_size: int = 40, hidden_size: int = 256, num_layers: int = 3,
+                 bidirectional: bool = True, dropout: float = 0.1, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn_cls(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                           bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.fc = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(_run(self.rnn, x, lengths, None))
+
+
+def _run(rnn: nn.Module, x: torch.Tensor, lengths, h0):
+    """Run a recurrent layer over a padded batch; with lengths, padding never enters the recurrence."""
+    if lengths is None:
+        return rnn(x, h0)[0]
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = rnn(packed, h0)
+    return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+def build(config: dict) -> nn.Module:
+    """A model from its JSON config's "arch" block."""
+    arch = dict(config["arch"])
+    kind = arch.pop("type")
+    if kind == "rnn":
+        return SimpleASR_RNN(**arch)
+    return RecurrentASR(cell=kind, **arch)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save(model: nn.Module, config: dict, name: str, directory: Path = MODELS_DIR) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, directory / f"{name}.safetensors")
+    (directory / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def available(directory: Path = MODELS_DIR) -> list[str]:
+    """Names of the shipped models, best (lowest recorded CER) first."""
+    names = [p.stem for p in directory.glob("*.json") if (directory / f"{p.stem}.safetensors").exists()]
+    return sorted(names, key=lambda n: (card(n, directory).get("headline", {}).get("cer", 9.0), n))
+
+
+def card(name: str, directory: Path = MODELS_DIR) -> dict:
+    """The model's JSON card: architecture, training data and time, measured metrics."""
+    return json.loads((directory / f"{name}.json").read_text())
+
+
+@functools.lru_cache(maxsize=8)
+def load(name: str, directory: Path = MODELS_DIR) -> nn.Module:
+    """Load a shipped model (safetensors only: nothing is unpickled), in eval mode, cached per process."""
+    if not (directory / f"{name}.json").exists():
+        raise KeyError(f"unknown model {name!r}; shipped: {', '.join(available(directory))}")
+    model = build(card(name, directory))
+    model.load_state_dict(load_file(directory / f"{name}.safetensors"))
+    return model.eval()
