@@ -1,0 +1,82 @@
+"""Transcribe audio files from the command line: the same path as the app, one line per file.
+
+    python -m asr_core.transcribe clip.wav
+    python -m asr_core.transcribe --model lstm --json a.wav b.flac
+
+Text output is the transcript alone for one file, or "FILE: transcript" for several (like grep).
+With --json every file gives one JSON object per line: file, model, decoder, transcript,
+frames (T, MFCC frames the network read), chars (L, characters after CTC decoding), seconds.
+A file that cannot be decoded is reported on stderr and skipped; the exit status is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import audio, models, pipeline, vocab
+
+
+def beam_available() -> bool:
+    """True when the CTC prefix beam search module (asr_core/beam.py) is present."""
+    try:
+        from . import beam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode(analysis: pipeline.Analysis, decoder: str) -> list[int]:
+    """The label sequence (length L) for one analysed clip."""
+    if decoder == "greedy":
+        return analysis.best_path.labels
+    from . import beam
+    return beam.decode(analysis.log_probs).labels
+
+
+def transcribe(path: str, model: str, decoder: str = "greedy") -> dict:
+    """One file -> the record printed for it. Raises AudioError (or OSError) with a readable message."""
+    analysis = pipeline.analyse(audio.load(path), model)
+    labels = decode(analysis, decoder)
+    return {"file": path, "model": model, "decoder": decoder, "transcript": vocab.decode(labels),
+            "frames": analysis.frames, "chars": len(labels), "seconds": round(analysis.clip.seconds, 3)}
+
+
+def main(argv=None) -> int:
+    names = models.available()
+    decoders = ["greedy", "beam"] if beam_available() else ["greedy"]
+    p = argparse.ArgumentParser(prog="python -m asr_core.transcribe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, webm, m4a, ...)")
+    p.add_argument("--model", choices=names, default=pipeline.default_model() if names else None,
+                   help="acoustic model (default: the most accurate shipped one)")
+    p.add_argument("--decoder", choices=decoders, default="greedy", help="CTC decoder (default: greedy best path)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of plain text")
+    args = p.parse_args(argv)
+    if args.model is None:
+        p.error(f"no models found in {models.MODELS_DIR}")
+
+    failed = 0
+    for path in args.files:
+        if not os.path.isfile(path):
+            failed += 1
+            print(f"{path}: no such file", file=sys.stderr)
+            continue
+        try:
+            record = transcribe(path, args.model, args.decoder)
+        except (audio.AudioError, OSError) as e:
+            failed += 1
+            print(f"{path}: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif len(args.files) > 1:
+            print(f"{path}: {record['transcript']}", flush=True)
+        else:
+            print(record["transcript"], flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
