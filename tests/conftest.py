@@ -1,0 +1,148 @@
+"""Shared fixtures: synthesized speech clips, the shipped examples, free ports and a running app server.
+
+Every clip here is made on the spot with espeak-ng or flite (no data set is needed), so the tests run on a
+fresh clone with only the apt packages of .ci/run installed.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from asr_core import audio
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+EXAMPLES_DIR = ASSETS / "examples"
+ARTIFACTS = REPO / "tests" / "artifacts"   # screenshots and server logs (gitignored)
+
+SERVER_START_TIMEOUT_S = 180  # importing torch and gradio on a busy 2-core machine can be slow
+
+
+def synthesize(text: str, out: Path, voice: str = "espeak:en-us") -> Path:
+    """Speak `text` into the WAV file `out` with espeak-ng ("espeak:<voice>") or flite ("flite:<voice>")."""
+    engine, name = voice.split(":", 1)
+    if engine == "espeak":
+        cmd = ["espeak-ng", "-v", name, "-s", "150", "-w", str(out), text]
+    else:
+        cmd = ["flite", "-voice", name, "-t", text, "-o", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def make_speech(clip_dir):
+    """Factory: make_speech(text, voice="espeak:en-us") -> path of a synthesized WAV (made once per session)."""
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(text: str, voice: str = "espeak:en-us") -> Path:
+        if (text, voice) not in made:
+            made[(text, voice)] = synthesize(text, clip_dir / f"speech{len(made)}.wav", voice)
+        return made[(text, voice)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def speech_wav(make_speech) -> Path:
+    """About two seconds of espeak-ng speech, as espeak writes it (22.05 kHz, 16-bit mono)."""
+    return make_speech("hello world, this is a test of the speech lab")
+
+
+@pytest.fixture(scope="session")
+def speech_wav2(make_speech) -> Path:
+    """A second clip with a different engine, voice and text."""
+    return make_speech("the quick brown fox jumps over the lazy dog", "flite:kal16")
+
+
+@pytest.fixture(scope="session")
+def speech_clip(speech_wav):
+    """speech_wav decoded and prepared by the app's audio stage (16 kHz mono float32)."""
+    return audio.load(str(speech_wav))
+
+
+@pytest.fixture(scope="session")
+def example_wavs(speech_wav, speech_wav2) -> list[Path]:
+    """The shipped example clips (assets/examples), or two synthesized ones if there are none."""
+    shipped = sorted(EXAMPLES_DIR.glob("*.wav"))
+    return shipped or [speech_wav, speech_wav2]
+
+
+@pytest.fixture(scope="session")
+def fake_mic_wav(clip_dir) -> Path:
+    """A clip for Chromium's fake microphone: 16-bit PCM WAV at 48 kHz, with a second of silence
+    after the speech (the fake device loops the file)."""
+    raw = synthesize("hello world, the network is listening", clip_dir / "mic_raw.wav")
+    clip = audio.load(str(raw))
+    wave = AF.resample(torch.from_numpy(clip.samples), audio.SAMPLE_RATE, 48_000).numpy()
+    wave = np.concatenate([wave, np.zeros(48_000, dtype=np.float32)])
+    out = clip_dir / "fake_mic.wav"
+    sf.write(out, 0.8 * wave / np.abs(wave).max(), 48_000, subtype="PCM_16")
+    return out
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> int:
+    return free_port()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """`python app.py` on a free port, as a subprocess; yields its URL and stops it after the session.
+
+    The server's output goes to tests/artifacts/server.log (shown in the failure if it does not start).
+    """
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    log_path = ARTIFACTS / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _answers(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text()[-3000:]
+                pytest.fail(f"app.py did not start (exit code {proc.poll()}); log tail:\n{tail}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
