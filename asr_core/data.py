@@ -81,11 +81,16 @@ def load_16k(path: str) -> np.ndarray:
 
 
 def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0, limit: int | None = None) -> Path:
+    """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors."""
+    out = FEATURES / f"{corpus}-{split}-x{augment_copies}.safetensors"
+    return write_cache(CORPORA[corpus](split)[:limit], out, augment_copies, seed, desc=f"{corpus}/{split}")
+
+
+def write_cache(utts: list[Utterance], out: Path, augment_copies: int = 0, seed: int = 0, desc: str = "") -> Path:
     """MFCCs of every utterance (plus augmented copies) in one safetensors file: frames, offsets, labels."""
-    utts = CORPORA[corpus](split)[:limit]
     rng = np.random.default_rng(seed)
     feats, labels, flen, llen = [], [], [], []
-    for u in tqdm(utts, desc=f"{corpus}/{split}", mininterval=5):
+    for u in tqdm(utts, desc=desc, mininterval=5):
         try:
             x = load_16k(u.path)
         except audio.AudioError:
@@ -101,11 +106,15 @@ def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0,
             labels.append(torch.tensor(ids, dtype=torch.int16))
             flen.append(f.shape[0])
             llen.append(len(ids))
-    FEATURES.mkdir(parents=True, exist_ok=True)
-    out = FEATURES / f"{corpus}-{split}-x{augment_copies}.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_file({"frames": torch.cat(feats), "labels": torch.cat(labels),
                "frame_lengths": torch.tensor(flen), "label_lengths": torch.tensor(llen)}, out)
     return out
+
+
+def cache_path(name: str) -> Path:
+    """A cache by name (e.g. 'speechocean762-test-x0') in FEATURES, or by its own path."""
+    return Path(name) if name.endswith(".safetensors") else FEATURES / f"{name}.safetensors"
 
 
 class FeatureSet:

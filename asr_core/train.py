@@ -1,0 +1,266 @@
+"""Train an acoustic model with CTC.
+
+    python -m asr_core.train --model lstm --epochs 8
+    torchrun --nproc-per-node 2 -m asr_core.train --model gru ...   # data-parallel (gloo on CPU, nccl on GPU)
+
+Reads the MFCC caches built by `python -m asr_core.data`, trains with CTC, and writes
+assets/models/NAME.safetensors + NAME.json (config, data, parameter count, time, hardware, learning curve).
+Speed matters most on a 2-core CPU, so: batches of similar length (little padding), the first epoch
+shortest-first (SortaGrad, DeepSpeech 2), a warm-up to a high peak learning rate then cosine decay,
+SpecAugment masks, gradient clipping. Checkpoints every few minutes; --resume continues bit-for-bit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import ctc, data, models
+from .augment import SpecAugment
+from .vocab import decode
+
+ARCHS = {
+    "rnn": {"type": "rnn", "input_size": 40, "hidden_size": 256, "num_classes": 29},
+    "lstm": {"type": "lstm", "input_size": 40, "hidden_size": 256, "num_layers": 2, "bidirectional": True,
+             "dropout": 0.1},
+    "gru": {"type": "gru", "input_size": 40, "hidden_size": 320, "num_layers": 3, "bidirectional": False,
+            "dropout": 0.1},
+}
+DEFAULT_TRAIN = ["speechocean762-train-x2", "ljspeech-train-x2", "fsdd-train-x1", "synth-train-x0"]
+DEFAULT_EVAL = ["speechocean762-test-x0", "synth-test-x0"]
+
+
+def make_batches(lengths, max_frames: int, rng: random.Random | None) -> list[list[int]]:
+    """Group utterances of similar length so that (longest x count) <= max_frames.
+    rng=None: shortest first (SortaGrad); otherwise lengths are jittered and batch order shuffled."""
+    keys = [l * (1 + 0.1 * rng.random()) if rng else l for l in lengths]
+    order = sorted(range(len(lengths)), key=keys.__getitem__)
+    batches, cur, longest = [], [], 0
+    for i in order:
+        longest_new = max(longest, lengths[i])
+        if cur and longest_new * (len(cur) + 1) > max_frames:
+            batches.append(cur)
+            cur, longest_new = [], lengths[i]
+        cur.append(i)
+        longest = longest_new
+    if cur:
+        batches.append(cur)
+    if rng:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(items, spec: SpecAugment | None):
+    feats = [f.float() for f, _ in items]
+    if spec is not None:
+        feats = [spec(f) for f in feats]
+    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    xl = torch.tensor([f.shape[0] for f in feats])
+    y = torch.cat([l for _, l in items])
+    yl = torch.tensor([len(l) for _, l in items])
+    return x, xl, y, yl
+
+
+def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warm-up to the peak, then cosine decay to 3% of it as progress goes from 0 to 1."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@torch.inference_mode()
+def greedy_cer(model, fs: data.FeatureSet, device, limit: int = 300) -> float:
+    """Character error rate of best-path decoding on (a fixed spread-out subset of) a held-out set."""
+    import jiwer
+    model.eval()
+    step = max(1, len(fs) // limit)
+    refs, hyps = [], []
+    for f, l in fs.items[::step][:limit]:
+        lp = model(f.float()[None].to(device))[0].cpu()
+        hyps.append(ctc.greedy(lp.numpy()).text or "-")
+        refs.append(decode(l.tolist()))
+    model.train()
+    return float(jiwer.cer(refs, hyps))
+
+
+def save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    """Model and optimizer tensors in safetensors, the rest (step, rng) in JSON: nothing pickled."""
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for i, (pid, st) in enumerate(opt.state_dict()["state"].items()):
+        for k, v in st.items():
+            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    save_file(tensors, path / "ckpt.tmp")
+    os.replace(path / "ckpt.tmp", path / "ckpt.safetensors")
+    (path / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def load_checkpoint(path: Path, model, opt) -> dict:
+    tensors = load_file(path / "ckpt.safetensors")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    sd = opt.state_dict()
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            sd["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(sd)
+    return json.loads((path / "state.json").read_text())
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(ARCHS), required=True)
+    p.add_argument("--name", help="output name in assets/models (default: the model type)")
+    p.add_argument("--config", type=Path, help="JSON file overriding any option below and 'arch'")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=300, help="warm-up steps")
+    p.add_argument("--batch-frames", type=int, default=16000, help="padded frames per batch (100 = 1 s)")
+    p.add_argument("--clip", type=float, default=5.0, help="gradient norm clip")
+    p.add_argument("--no-specaugment", action="store_true")
+    p.add_argument("--train", nargs="+", default=DEFAULT_TRAIN, help="feature caches (names or paths) to train on")
+    p.add_argument("--eval", nargs="+", default=DEFAULT_EVAL, help="held-out caches for the learning curve")
+    p.add_argument("--eval-limit", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop early (and still write the model) after this long")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10, help="measure and checkpoint this often")
+    p.add_argument("--ckpt-dir", type=Path, default=Path("checkpoints"))
+    p.add_argument("--out-dir", type=Path, default=models.MODELS_DIR)
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args(argv)
+    arch = dict(ARCHS[args.model])
+    if args.config:
+        over = json.loads(args.config.read_text())
+        arch.update(over.pop("arch", {}))
+        for k, v in over.items():
+            setattr(args, k.replace("-", "_"), v)
+    name = args.name or args.model
+
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    train = data.FeatureSet(*[data.cache_path(n) for n in args.train])
+    evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
+    lengths = [f.shape[0] for f, _ in train.items]
+    model = models.build({"arch": arch}).to(device)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
+    spec = None if args.no_specaugment else SpecAugment()
+    steps_per_epoch = len(make_batches(lengths, args.batch_frames, None)) // world
+    total = steps_per_epoch * args.epochs
+    ckpt = args.ckpt_dir / name
+    state = {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0, "audio_hours": 0.0, "curve": []}
+    if args.resume and (ckpt / "state.json").exists():
+        state = load_checkpoint(ckpt, model, opt)
+        torch.set_rng_state(torch.tensor(state.pop("torch_rng"), dtype=torch.uint8))
+        if rank == 0:
+            print(f"resumed {name} at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
+    if rank == 0:
+        print(f"{name}: {models.parameter_count(model):,} parameters, {len(train)} utterances "
+              f"({train.hours():.1f} h) x {args.epochs} epochs, {total} steps, device {device}, world {world}")
+
+    def progress(st: dict) -> float:
+        """Fraction of the run done: by steps, or by time when --max-minutes binds first (then the run is
+        no longer bit-for-bit reproducible, since it depends on the machine's speed)."""
+        by_time = st["seconds"] / (args.max_minutes * 60) if args.max_minutes else 0.0
+        return max(st["step"] / max(1, total), by_time)
+
+    def measure(epoch: float, loss) -> None:
+        """A point of the learning curve (greedy CER on held-out speakers), then a checkpoint."""
+        point = {"epoch": round(epoch, 3), "step": state["step"], "audio_hours": round(state["audio_hours"], 2),
+                 "minutes": round(state["seconds"] / 60, 1), "loss": round(loss.item(), 4)}
+        for n, fs in evals.items():
+            point[f"cer_{n}"] = round(greedy_cer(model, fs, device, args.eval_limit), 4)
+        state["curve"].append(point)
+        print(json.dumps(point), flush=True)
+        save_checkpoint(ckpt, model, opt, {**state, "torch_rng": torch.get_rng_state().tolist()})
+
+    t_start, t_ckpt = time.time() - state["seconds"], time.time()
+    stop = False
+    net.train()
+    while state["epoch"] < args.epochs and not stop:
+        epoch = state["epoch"]
+        batches = make_batches(lengths, args.batch_frames, None if epoch == 0 else random.Random(args.seed * 1000 + epoch))
+        batches = batches[: steps_per_epoch * world][rank::world]
+        bar = tqdm(total=len(batches), initial=state["batch"], desc=f"{name} epoch {epoch + 1}/{args.epochs}",
+                   disable=rank != 0, mininterval=10, dynamic_ncols=True)
+        for bi in range(state["batch"], len(batches)):
+            x, xl, y, yl = collate([train.items[i] for i in batches[bi]], spec)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state["step"], progress(state), args.lr, args.warmup)
+            log_probs = net(x.to(device)).log_softmax(-1).transpose(0, 1)  # (T, B, C) for ctc_loss
+            loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=0, zero_infinity=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            opt.step()
+            state["step"] += 1
+            state["batch"] = bi + 1
+            state["audio_hours"] += float(xl.sum()) * world / 100 / 3600
+            state["seconds"] = time.time() - t_start
+            rate = state["audio_hours"] / (state["seconds"] / 60)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}",
+                            speed=f"{rate:.2f} h audio/min", refresh=False)
+            bar.update(1)
+            if rank == 0 and time.time() - t_ckpt > args.checkpoint_minutes * 60:
+                measure(epoch + state["batch"] / len(batches), loss)
+                t_ckpt = time.time()
+            if (args.max_minutes and state["seconds"] > args.max_minutes * 60) or \
+                    (args.max_steps and state["step"] >= args.max_steps):
+                stop = True
+                break
+        bar.close()
+        if not stop:
+            state["epoch"] += 1
+            state["batch"] = 0
+        if rank == 0:
+            measure(state["epoch"] + (state["batch"] / max(1, len(batches)) if stop else 0), loss)
+    if rank == 0:
+        card = {
+            "name": name,
+            "arch": arch,
+            "parameters": models.parameter_count(model),
+            "causal": not arch.get("bidirectional", False),
+            "training": {
+                "data": {n: "cached MFCCs, see asr_core.data" for n in args.train},
+                "utterances": len(train), "hours_per_epoch": round(train.hours(), 2),
+                "epochs_done": round(state["curve"][-1]["epoch"], 2) if state["curve"] else 0,
+                "steps": state["step"], "audio_hours_seen": round(state["audio_hours"], 1),
+                "minutes": round(state["seconds"] / 60, 1),
+                "speed_audio_hours_per_minute": round(state["audio_hours"] / max(1e-9, state["seconds"] / 60), 2),
+                "hardware": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                            f"{torch.get_num_threads()} threads, device {device}, world {world}",
+                "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            },
+            "curve": state["curve"],
+            "curve_note": "greedy CER on a spread-out subset of each held-out set after each epoch",
+        }
+        models.save(model, card, name, args.out_dir)
+        print(f"wrote {args.out_dir / name}.safetensors and .json")
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
