@@ -18,6 +18,7 @@ import torchaudio.functional as AF
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 0.1        # shorter than this is too short to hear anything
 SILENCE_RMS = 1e-4       # below this RMS (full scale = 1.0) a clip counts as silent
+MAX_SECONDS = 20 * 60    # longest clip accepted (long clips are analysed in chunks, see longform.py)
 FFMPEG_TIMEOUT_S = 60
 
 
@@ -53,7 +54,7 @@ def _decode_ffmpeg(path: str) -> tuple[np.ndarray, int]:
     if shutil.which("ffmpeg") is None:
         raise AudioError("This file type needs ffmpeg, which is not installed; please upload WAV, FLAC or OGG.")
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-vn", "-ac", "1",
-           "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"]
+           "-ar", str(SAMPLE_RATE), "-t", str(MAX_SECONDS + 1), "-f", "f32le", "-"]
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as e:
@@ -64,12 +65,22 @@ def _decode_ffmpeg(path: str) -> tuple[np.ndarray, int]:
     return data, SAMPLE_RATE
 
 
+def _too_long(seconds: float) -> AudioError:
+    return AudioError(f"The clip is {seconds / 60:.1f} minutes long; the limit is {MAX_SECONDS // 60} minutes. "
+                      "Please upload a shorter recording.")
+
+
 def read_file(path: str) -> tuple[np.ndarray, int]:
     """Decode a file to (samples, rate); samples are (n,) or (n, channels)."""
     try:
-        data, rate = sf.read(path, always_2d=False)
-        return data, rate
+        info = sf.info(path)
     except Exception:  # not a format libsndfile knows, or a broken file: let ffmpeg try
+        return _decode_ffmpeg(path)
+    if info.samplerate > 0 and info.frames / info.samplerate > MAX_SECONDS:
+        raise _too_long(info.frames / info.samplerate)  # checked before anything is read into memory
+    try:
+        return sf.read(path, always_2d=False)
+    except Exception:
         return _decode_ffmpeg(path)
 
 
@@ -93,6 +104,8 @@ def prepare(data, rate: int) -> Clip:
         data = data[:, live].mean(axis=1) if live.any() else data.mean(axis=1)
     if rate <= 0:
         raise AudioError("The file reports an invalid sample rate.")
+    if len(data) / rate > MAX_SECONDS:
+        raise _too_long(len(data) / rate)
     if len(data) / rate < MIN_SECONDS:
         raise AudioError(f"The clip is only {1000 * len(data) / rate:.0f} ms long; please record at least half a second.")
     data = data - data.mean()  # remove any DC offset

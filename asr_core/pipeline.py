@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import audio, ctc, features, models
+from . import audio, ctc, features, longform, models
 
 
 @dataclass
@@ -44,8 +44,12 @@ def run_model(model_name: str, feats: torch.Tensor) -> np.ndarray:
 
 def analyse(clip: audio.Clip, model_name: str | None = None) -> Analysis:
     model_name = model_name or default_model()
-    feats = features.mfcc(clip.samples)
-    log_probs = run_model(model_name, feats)
+    if longform.is_long(len(clip.samples)):  # long recordings: chunk by chunk, bounded memory
+        feats = longform.mfcc(clip.samples)
+        log_probs = longform.run_model(model_name, feats)
+    else:
+        feats = features.mfcc(clip.samples)
+        log_probs = run_model(model_name, feats)
     return Analysis(clip, model_name, feats.numpy(), log_probs, ctc.greedy(log_probs))
 
 

@@ -1,0 +1,91 @@
+"""Live transcription: chunk-by-chunk processing must give what one pass over the clip gives."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from asr_core import features, pipeline, streaming
+
+
+def chunks(x, rate, seconds=0.5, jitter=None):
+    """Cut x into chunks of about `seconds` (randomly varied if jitter is a Generator), as a browser sends them."""
+    i, step = 0, int(rate * seconds)
+    while i < len(x):
+        k = step if jitter is None else int(jitter.integers(step // 4, 2 * step))
+        yield x[i:i + k]
+        i += k
+
+
+@pytest.fixture(scope="module")
+def mic_like(speech_wav):
+    """Speech as a microphone delivers it: 48 kHz int16 over a noise floor (never digital silence).
+
+    The noise keeps every mel energy within 80 dB of the loudest, so the dB floor (relative to the
+    loudest frame so far when live, to the loudest of the clip offline) never differs between the two."""
+    data, rate = sf.read(speech_wav, dtype="float32")
+    x = AF.resample(torch.from_numpy(data), rate, 48_000).numpy()
+    x = 0.5 * x / np.abs(x).max() + 1e-2 * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
+    return (x * 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("rate", [48_000, 44_100, 22_050, 16_000, 8_000])
+def test_resampler_matches_whole_clip(rate):
+    rng = np.random.default_rng(rate)
+    x = rng.standard_normal(3 * rate + 123).astype(np.float32)
+    whole = AF.resample(torch.from_numpy(x), rate, 16_000).numpy()
+    r = streaming.Resampler(rate)
+    y = np.concatenate([r.push(c) for c in chunks(x, rate, jitter=rng)] + [r.flush()])
+    np.testing.assert_allclose(y, whole, atol=1e-5)
+
+
+def test_incremental_mfcc_matches_whole_clip(mic_like):
+    x = AF.resample(torch.from_numpy(mic_like / 32767.0).float(), 48_000, 16_000).numpy()
+    m = streaming.IncrementalMFCC()
+    got = torch.cat([m.push(c) for c in chunks(x, 16_000, jitter=np.random.default_rng(1))] + [m.flush()])
+    want = features.mfcc_transform()(torch.from_numpy(x)).T
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gru", "rnn"])
+def test_stream_equals_one_pass_for_causal_model(mic_like, name):
+    """With the whole clip's normalization statistics, streaming is exactly the offline computation."""
+    x16 = AF.resample(torch.from_numpy(mic_like / 32767.0).float(), 48_000, 16_000).numpy()
+    raw = features.mfcc_transform()(torch.from_numpy(x16)).T
+    norm = streaming.RunningNorm(raw.mean(0), raw.std(0))
+    s = streaming.Stream(name, norm=norm)
+    for c in chunks(mic_like, 48_000):
+        s.push(c, 48_000)
+    s.finish()
+    offline = pipeline.run_model(name, features.normalize(raw))
+    assert s.log_probs.shape == offline.shape
+    np.testing.assert_allclose(s.log_probs, offline, atol=1e-3)
+
+
+def test_running_normalization_converges_to_the_utterance_statistics(mic_like):
+    """Live, the statistics are those of the frames so far: by the last chunk they are the clip's own."""
+    s = streaming.Stream("gru")
+    seen = [s.push(c, 48_000) for c in chunks(mic_like, 48_000)]
+    seen.append(s.finish())
+    x16 = AF.resample(torch.from_numpy(mic_like / 32767.0).float(), 48_000, 16_000).numpy()
+    feats = features.mfcc(x16)
+    assert s.frames == feats.shape[0]
+    offline = pipeline.run_model("gru", feats)
+    # Early frames are normalized with few statistics and differ; the last second agrees closely.
+    last = slice(-100, None)
+    assert (s.log_probs[last].argmax(1) == offline[last].argmax(1)).mean() > 0.8
+    assert np.isfinite(s.log_probs).all()
+    assert isinstance(s.text, str)
+
+
+def test_outputs_arrive_while_the_audio_is_still_coming(mic_like):
+    s = streaming.Stream("gru")
+    first = s.push(mic_like[:24_000], 48_000)  # half a second
+    assert 40 <= first.shape[0] <= 50          # at most 2.5 frames wait for their window to fill
+    assert s.last_latency_s > 0
+
+
+def test_bidirectional_model_is_refused_with_a_reason():
+    with pytest.raises(ValueError, match="bidirectional"):
+        streaming.Stream("lstm")
