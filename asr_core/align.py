@@ -54,6 +54,18 @@ def labelling_nll(log_probs, labels) -> float:
                             torch.tensor([len(labels)]), blank=BLANK, reduction="sum"))
 
 
+def best_path_log_prob(log_probs, labels) -> float:
+    """log-probability of the single most probable path that collapses to `labels` (Viterbi)."""
+    lp = torch.as_tensor(np.asarray(log_probs, dtype=np.float32))
+    labels = [int(k) for k in labels]
+    if not labels:
+        return float(lp[:, BLANK].sum())
+    if lp.shape[0] < min_frames(labels):
+        return float("-inf")
+    _, scores = AF.forced_align(lp[None], torch.tensor([labels], dtype=torch.int32), blank=BLANK)
+    return float(scores.sum())
+
+
 def ctc_loss(log_probs, text: str) -> dict:
     """CTC loss of a reference text: total nats and per character."""
     labels = encode(text)

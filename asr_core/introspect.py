@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import ctc, models
+from . import ctc, longform, models
 from .vocab import BLANK
 
-MAX_FRAMES = 3000          # the teaching views look at most at the first 30 s of a clip
+MAX_FRAMES = int(longform.VIEW_SECONDS * 100)   # the teaching views look at most at the first 30 s of a clip
 GATE_NAMES = {"rnn": [], "lstm": ["i", "f", "g", "o"], "gru": ["r", "z", "n"]}
 
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from . import align, examples, introspect, models, pipeline, views
+from . import align, beam, examples, introspect, longform, models, pipeline, views
 from . import teaching_views as tv
 from .audio import SAMPLE_RATE, AudioError
 
-MAX_SECONDS = 60
 NO_CLIP = "Load a clip in the first tab (record, upload or pick an example), then come back here."
 
 
@@ -35,9 +34,12 @@ def _analyse(audio_path, model_name=None) -> pipeline.Analysis:
         raise gr.Error(str(e)) from None
     except KeyError as e:
         raise gr.Error(f"Unknown model: {e}") from None
-    if a.clip.seconds > MAX_SECONDS:
-        raise gr.Error(f"The clip is {a.clip.seconds:.0f} s long; please use one of at most {MAX_SECONDS} s.")
     return a
+
+
+def _start(a):
+    """The stretch the teaching views draw: the whole clip, or the first longform.VIEW_SECONDS of a long one."""
+    return longform.window(a, 0.0) if views.needs_window(a) else a
 
 
 def _model_names() -> list[str]:
@@ -99,7 +101,8 @@ def align_view(audio_path, text, model_name):
     out.write_text(json.dumps(result, indent=1))
     subtitles = [{"text": w.text, "timestamp": [round(w.start_s, 3), round(w.end_s, 3)]} for w in al.words]
     spans = {"words": [(w.start_s, w.end_s) for w in al.words], "chars": [(c.start_s, c.end_s) for c in al.chars]}
-    return (result, tv.alignment_figure(a.clip.samples, a.feats, a.log_probs, al),
+    w = _start(a)
+    return (result, tv.alignment_figure(w.clip.samples, w.feats, w.log_probs, al),
             tv.alignment_markdown(al, a.text), tv.span_rows(al.words), tv.span_rows(al.chars),
             gr.DownloadButton(value=str(out), visible=True),
             gr.Audio(value=(SAMPLE_RATE, a.clip.samples), subtitles=subtitles or None),
@@ -136,11 +139,26 @@ def toy_view():
     return rows, note
 
 
+def beam_view(a, use_lm):
+    """Greedy vs prefix beam search (asr_core.beam) on the loaded clip, with exact labelling probabilities."""
+    if a is None:
+        return None, NO_CLIP
+    a = _start(a)
+    options = beam.settings(a.model_name) if use_lm else {"beam": 16}
+    hyps = beam.beam_search(a.log_probs, nbest=5, **options)
+    rows, note = tv.beam_rows(a.log_probs, a.best_path.labels, hyps)
+    if use_lm:
+        note += (f"\n\nWith the character language model the beam ranks by log P(text | audio) "
+                 f"+ {options['alpha']} · log P_LM(text) + {options['beta']} · length, so its order can differ "
+                 "from the exact acoustic probability column.")
+    return rows, note
+
+
 # -- 5: vanishing gradients ----------------------------------------------------------------------------
 
 def gradients_view(audio_path):
     """/gradients: (audio file) -> per model [(distance, norm)] JSON first, then the chart and its reading."""
-    a = _analyse(audio_path)
+    a = _start(_analyse(audio_path))
     grads = introspect.gradients_all(a.feats, _model_names())
     reading = introspect.gradient_reading(grads)
     return tv.gradient_json(grads, reading), tv.gradient_figure(grads, reading), reading
@@ -173,7 +191,7 @@ def order_view(model_name):
 
 def shuffle_view(audio_path, model_name, reference, seed):
     """/shuffle: (audio file, model, optional reference, seed) -> summary JSON first, then the views."""
-    a = _analyse(audio_path, model_name)
+    a = _start(_analyse(audio_path, model_name))
     s = introspect.shuffle_experiment(a.model_name, a.feats, int(seed or 0))
     losses = None
     labels = align.encode(reference or "")
@@ -188,6 +206,7 @@ def shuffle_view(audio_path, model_name, reference, seed):
 def player_view(a):
     if a is None:
         return f"<p>{NO_CLIP}</p>"
+    a = _start(a)
     return tv.player_html(a.clip.samples, a.feats, a.log_probs)
 
 
@@ -197,6 +216,7 @@ def lesson_view(a):
     """One live figure per step of the chapter, from the loaded clip."""
     if a is None:
         return [NO_CLIP] + [None] * 7
+    a = _start(a)
     u = introspect.unroll("rnn", a.feats) if "rnn" in models.available() else introspect.unroll(a.model_name, a.feats)
     t = int(np.argmax(np.exp(u.log_probs[:, 1:]).max(axis=1))) if u.frames else 0
     grads = introspect.gradients_all(a.feats, _model_names())
@@ -302,7 +322,16 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
             download = gr.DownloadButton("Download timestamps (JSON)", visible=False)
         align_json = gr.JSON(label="Alignment (JSON)", open=False)
         spans = gr.State(None)
-        gr.Markdown("### Greedy decoding vs beam search")
+        gr.Markdown("### Greedy decoding vs beam search\nGreedy decoding keeps the best symbol at each frame "
+                    "(the best *path*). Prefix beam search keeps the best text prefixes and adds up the "
+                    "probabilities of all paths that reach the same text.")
+        with gr.Row():
+            use_lm = gr.Checkbox(False, label="add the character language model to the beam")
+            beam_btn = gr.Button("Decode the loaded clip both ways")
+        beam_md = gr.Markdown()
+        beam_df = gr.Dataframe(headers=["decoder", "text", "beam score", "log P(text) all paths",
+                                        "log P best path"], interactive=False, wrap=True,
+                               label="n-best (exact log P(text) from ctc_loss; best path from forced alignment)")
         toy_md = gr.Markdown()
         toy_df = gr.Dataframe(headers=["path (2 frames)", "P(path)", "collapses to"], interactive=False,
                               label="The classic two-frame example: p(·) = 0.6, p(a) = 0.4 at both frames")
@@ -313,6 +342,8 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     words_df.select(play_word, inputs=[spans], outputs=span_audio, api_visibility="private")
     chars_df.select(play_char, inputs=[spans], outputs=span_audio, api_visibility="private")
     ctc_tab.select(toy_view, outputs=[toy_df, toy_md], api_visibility="private")
+    gr.on([ctc_tab.select, beam_btn.click, use_lm.change], beam_view, inputs=[analysis, use_lm],
+          outputs=[beam_df, beam_md], api_visibility="private")
 
     with gr.Tab("Vanishing gradients", id="gradients") as grad_tab:
         gr.Markdown("How much does the network's last output still depend on each earlier input frame? "

@@ -240,7 +240,7 @@ def alignment_figure(samples: np.ndarray, feats: np.ndarray, log_probs: np.ndarr
     fig.add_trace(go.Heatmap(z=probs.T, x=secs, y=np.arange(NUM_CLASSES), colorscale="Blues", zmin=0, zmax=1,
                              showscale=False, hovertemplate="%{x:.2f} s · class %{y}: %{z:.3f}<extra></extra>"),
                   row=3, col=1)
-    path = np.asarray(alignment.path)
+    path = np.asarray(alignment.path)[:T]
     keep = path != BLANK
     fig.add_trace(go.Scatter(x=secs[keep], y=path[keep], mode="markers", name="forced alignment",
                              marker=dict(color=ACCENT, size=6, symbol="square"),
@@ -251,13 +251,15 @@ def alignment_figure(samples: np.ndarray, feats: np.ndarray, log_probs: np.ndarr
                              line=dict(color="#10b981", width=1)), row=3, col=1)
     half = 0.5 / FRAMES_PER_SECOND
     for i, ch in enumerate(alignment.chars):
-        if ch.text == " ":
+        if ch.text == " " or ch.start >= T:
             continue
         colour = "rgba(249,115,22,0.16)" if i % 2 == 0 else "rgba(16,185,129,0.16)"
         fig.add_vrect(x0=ch.start_s - half, x1=ch.end_s - half, fillcolor=colour, line_width=0, row="all", col=1)
         fig.add_annotation(x=(ch.start_s + ch.end_s) / 2 - half, y=1.0, yref="y domain", text=f"<b>{ch.text}</b>",
                            showarrow=False, yanchor="bottom", font=dict(size=13, color=INK), row=1, col=1)
     for w in alignment.words:
+        if w.start >= T:
+            continue
         fig.add_annotation(x=(w.start_s + w.end_s) / 2 - half, y=1.0, yref="y domain", yshift=18, text=w.text,
                            showarrow=False, yanchor="bottom", font=dict(size=12, color=MUTED), row=1, col=1)
     fig.update_yaxes(showgrid=False, showticklabels=False, row=1, col=1)
@@ -322,6 +324,44 @@ def toy_log_probs(p_blank: float = 0.6) -> np.ndarray:
     lp[:, BLANK] = math.log(p_blank)
     lp[:, LABELS.index("a")] = math.log(1 - p_blank)
     return lp
+
+
+def beam_rows(log_probs, greedy_labels, hyps) -> tuple[list[list], str]:
+    """Greedy result and the beam's n-best, each with the exact probability of its text (all paths,
+    via ctc_loss) and of its best single path (Viterbi); and a sentence on where they differ."""
+    from .align import best_path_log_prob, labelling_nll
+    from .vocab import decode
+
+    def row(name, labels, score=None):
+        total = -labelling_nll(log_probs, labels)
+        best = best_path_log_prob(log_probs, labels)
+        return [name, decode(labels) or "(empty)", None if score is None else round(score, 2), round(total, 2),
+                round(best, 2)], total, best
+
+    greedy_row, g_total, g_best = row("greedy", list(greedy_labels))
+    rows = [greedy_row]
+    for n, h in enumerate(hyps, start=1):
+        rows.append(row(f"beam #{n}", list(h.labels), h.score)[0])
+    if not hyps:
+        return rows, "The beam search returned nothing."
+    top = hyps[0]
+    t_total = -labelling_nll(log_probs, list(top.labels))
+    t_best = best_path_log_prob(log_probs, list(top.labels))
+    if list(top.labels) == list(greedy_labels):
+        note = (f"Here greedy and beam agree on “{decode(top.labels) or '(empty)'}”. Its best single path holds "
+                f"{100 * math.exp(min(0.0, t_best - t_total)):.2g}% of its probability; the other paths to the same "
+                "text carry the rest.")
+    else:
+        note = (f"They differ. Greedy follows the most probable *path* (log P = {g_best:.2f}), whose text has "
+                f"log P = {g_total:.2f} summed over all its paths. The beam's text “{decode(top.labels)}” has "
+                f"log P = {t_total:.2f} over all its paths")
+        if t_total > g_total:
+            note += (f" — {math.exp(min(700.0, t_total - g_total)):.3g}× more probable as a text — "
+                     f"although its best single path scores only {t_best:.2f}.")
+        else:
+            note += (" — less probable to the acoustic model alone; the beam ranked it first because of the "
+                     "language model and length bonus in its score.")
+    return rows, note
 
 
 # -- 5. vanishing gradients ------------------------------------------------------------------------------
