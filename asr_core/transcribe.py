@@ -2,6 +2,7 @@
 
     python -m asr_core.transcribe clip.wav
     python -m asr_core.transcribe --model lstm --json a.wav b.flac
+    python -m asr_core.transcribe --decoder beam clip.wav
 
 Text output is the transcript alone for one file, or "FILE: transcript" for several (like grep).
 With --json every file gives one JSON object per line: file, model, decoder, transcript,
@@ -15,11 +16,11 @@ import json
 import os
 import sys
 
-from . import audio, models, pipeline, vocab
+from . import audio, models, pipeline
 
 
 def beam_available() -> bool:
-    """True when the CTC prefix beam search module (asr_core/beam.py) is present."""
+    """True when the CTC prefix beam search (asr_core/beam.py, with its language model) is present."""
     try:
         from . import beam  # noqa: F401
     except ImportError:
@@ -27,20 +28,16 @@ def beam_available() -> bool:
     return True
 
 
-def decode(analysis: pipeline.Analysis, decoder: str) -> list[int]:
-    """The label sequence (length L) for one analysed clip."""
-    if decoder == "greedy":
-        return analysis.best_path.labels
-    from . import beam
-    return beam.decode(analysis.log_probs).labels
-
-
 def transcribe(path: str, model: str, decoder: str = "greedy") -> dict:
     """One file -> the record printed for it. Raises AudioError (or OSError) with a readable message."""
     analysis = pipeline.analyse(audio.load(path), model)
-    labels = decode(analysis, decoder)
-    return {"file": path, "model": model, "decoder": decoder, "transcript": vocab.decode(labels),
-            "frames": analysis.frames, "chars": len(labels), "seconds": round(analysis.clip.seconds, 3)}
+    if decoder == "greedy":
+        text = analysis.text  # best path, as the app shows it
+    else:
+        from . import beam
+        text = beam.decode(analysis.log_probs, decoder, model)
+    return {"file": path, "model": model, "decoder": decoder, "transcript": text,
+            "frames": analysis.frames, "chars": len(text), "seconds": round(analysis.clip.seconds, 3)}
 
 
 def main(argv=None) -> int:
@@ -51,7 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, webm, m4a, ...)")
     p.add_argument("--model", choices=names, default=pipeline.default_model() if names else None,
                    help="acoustic model (default: the most accurate shipped one)")
-    p.add_argument("--decoder", choices=decoders, default="greedy", help="CTC decoder (default: greedy best path)")
+    p.add_argument("--decoder", choices=decoders, default="greedy",
+                   help="CTC decoder: greedy best path (default) or prefix beam search with the language model")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of plain text")
     args = p.parse_args(argv)
     if args.model is None:

@@ -95,3 +95,13 @@ def test_unknown_model_is_refused(capsys, speech_wav):
     with pytest.raises(SystemExit) as exit_:
         transcribe.main(["--model", "transformer", str(speech_wav)])
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_beam_decoder(capsys, speech_wav2):
+    beam = pytest.importorskip("asr_core.beam")
+    code, out, _ = run_main(capsys, "--model", "rnn", "--decoder", "beam", "--json", speech_wav2)
+    assert code == 0
+    r = json.loads(out)
+    assert r["decoder"] == "beam" and r["chars"] == len(r["transcript"]) <= r["frames"]
+    analysis = pipeline.transcribe_file(str(speech_wav2), "rnn")
+    assert r["transcript"] == beam.decode(analysis.log_probs, "beam", "rnn")
