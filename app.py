@@ -1,0 +1,133 @@
+"""RNN speech lab — the page. Run `python app.py` and open http://127.0.0.1:7860.
+
+This file only lays out the page and wires events; every computation lives in asr_core/
+(pipeline.analyse does the work, views.* draws it).
+
+Adding a tab (teaching views reuse the analysis instead of recomputing it):
+
+    with gr.Tab("My view", id="my-view"):          # inside `with gr.Tabs():` below
+        my_plot = gr.Plot()
+    analysis.change(my_module.my_view, inputs=analysis, outputs=my_plot)
+
+`analysis` is a gr.State holding the asr_core.pipeline.Analysis of the clip analysed last — the
+whole clip: clip, model_name, feats (T,40), log_probs (T,29), best_path, .text, .probs, .frames.
+It is None before the first clip and after the recorder is cleared, so a tab's function must
+accept None (return empty views). For clips longer than longform.VIEW_SECONDS draw a window
+(longform.window(analysis, start_s)), as views.detail_views does for the first tab.
+Inputs that change how a clip is analysed (e.g. a decoder selector) go into ANALYSE_INPUTS and
+become extra (defaulted) parameters of analyse().
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import gradio as gr
+
+from asr_core import examples, longform, pipeline, teaching_tabs, views
+from asr_core.audio import AudioError
+
+INTRO = """
+# RNN speech lab
+Speak into the microphone (or upload a clip, or pick an example) and watch a recurrent network hear it.
+The sound is cut into **10 ms frames**, each described by **40 MFCC numbers**; the RNN reads those columns
+one after another and, at every frame, outputs a probability for each of **29 symbols**
+(a–z, space, apostrophe and the CTC *blank*, drawn as **·**). **CTC decoding** then takes the best symbol per frame,
+merges repeats and drops the blanks — and what is left is the transcript. The panels follow the sound
+from top to bottom: waveform → MFCC features → network output → CTC collapse.
+"""
+
+CSS = """
+#transcript textarea {font-size: 1.6rem !important; line-height: 1.35; font-family: ui-monospace, Menlo, Consolas, monospace}
+#info {min-height: 1.5em}
+.gradio-container {max-width: 1400px !important}
+"""
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate",
+                       font=[gr.themes.Font(f) for f in ("Inter", "ui-sans-serif", "system-ui", "sans-serif")])
+
+NO_AUDIO = "No audio yet: record with the microphone or upload a clip, then press Analyse."
+
+
+def analyse(audio_path: str | None, model_name: str | None = None):
+    """Analyse one clip. Returns the transcript FIRST (the /transcribe API result), then every panel."""
+    if not audio_path:
+        raise gr.Error(NO_AUDIO)
+    try:
+        a = pipeline.transcribe_file(audio_path, model_name or None)
+    except AudioError as e:
+        raise gr.Error(str(e)) from None
+    except Exception:
+        logging.exception("analysis failed for %s", audio_path)
+        raise gr.Error("Something went wrong while analysing this clip; please try another one.") from None
+    latest = math.floor(longform.max_start(a) * 10) / 10  # the slider's last start, on its 0.1 s grid
+    window = gr.Slider(value=0, maximum=max(latest, 0.1), visible=views.needs_window(a))
+    return (a.text, views.info_markdown(a), views.lengths_figure(a), *views.detail_views(a), a, window)
+
+
+def reanalyse(audio_path, model_name=None):
+    """The model changed: analyse the current clip again, if there is one."""
+    if not audio_path:
+        return [gr.skip()] * len(ANALYSE_OUTPUTS)
+    return analyse(audio_path, model_name)
+
+
+def show_window(a, start_s):
+    """Long clips: redraw the detailed views for another stretch, from the stored analysis."""
+    return views.detail_views(a, start_s) if a is not None else [gr.skip()] * 4
+
+
+def clear():
+    return "", "", None, None, None, None, "", None, gr.Slider(value=0, visible=False)
+
+
+with gr.Blocks(title="RNN speech lab") as demo:
+    gr.Markdown(INTRO)
+    analysis = gr.State(None)  # pipeline.Analysis of the last clip (see the note at the top)
+    with gr.Tabs():
+        with gr.Tab("Listen & analyse", id="analyse"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=340):
+                    audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                                        label="Your clip — record or upload")
+                    model = gr.Dropdown(choices=views.model_choices(), value=pipeline.default_model(),
+                                        label="Model", info="best measured model first")
+                    analyse_btn = gr.Button("Analyse", variant="primary")
+                    ANALYSE_INPUTS = [audio_in, model]
+                    examples_slot = gr.Column()  # filled below, once the outputs exist
+                with gr.Column(scale=3, min_width=420):
+                    transcript = gr.Textbox(label="Transcript (greedy CTC)", elem_id="transcript", lines=2,
+                                            max_lines=5, interactive=False, buttons=["copy"],
+                                            placeholder="the transcript appears here")
+                    info = gr.Markdown(elem_id="info", label="Clip")
+                    lengths_plot = gr.Plot(label="Lengths", show_label=False)
+            window_start = gr.Slider(0, 1, value=0, step=0.1, visible=False, label="window start (s)",
+                                     info=f"long clip: the panels below show {longform.VIEW_SECONDS:.0f} s from here")
+            waveform_plot = gr.Plot(label="Waveform", show_label=False)
+            mfcc_plot = gr.Plot(label="MFCC features", show_label=False)
+            softmax_plot = gr.Plot(label="Network output", show_label=False)
+            collapse_view = gr.HTML(label="CTC collapse", padding=True)
+            DETAIL_VIEWS = [waveform_plot, mfcc_plot, softmax_plot, collapse_view]
+            ANALYSE_OUTPUTS = [transcript, info, lengths_plot, *DETAIL_VIEWS, analysis, window_start]
+            with examples_slot:
+                clips = examples.listing()
+                # Not cached: a click analyses live (well under a second) with the selected model and
+                # fills `analysis`; cached outputs would ignore the model choice and go stale with new weights.
+                gr.Examples(examples=[[str(ex.path)] for ex in clips], inputs=ANALYSE_INPUTS,
+                            outputs=ANALYSE_OUTPUTS, fn=analyse, run_on_click=True, cache_examples=False,
+                            example_labels=[f"“{ex.text}” · {ex.voice.split(':')[1]}" for ex in clips],
+                            label="Examples — synthesized voices; the label is what they say",
+                            examples_per_page=12)
+        teaching_tabs.build(analysis, audio_in, model)  # inside the RNN, CTC, gradients, order, player, lesson
+
+    gr.on([analyse_btn.click, audio_in.upload, audio_in.stop_recording], analyse,
+          inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS, api_name="transcribe")
+    model.change(reanalyse, inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS, api_visibility="private")
+    audio_in.clear(clear, outputs=ANALYSE_OUTPUTS, api_visibility="private")
+    window_start.release(show_window, inputs=[analysis, window_start], outputs=DETAIL_VIEWS,
+                         api_visibility="private")
+
+demo.queue(default_concurrency_limit=2)  # 2 CPU cores: two analyses at a time, the rest wait in line
+LAUNCH_KWARGS = dict(theme=THEME, css=CSS, max_file_size="50mb")
+
+if __name__ == "__main__":
+    demo.launch(**LAUNCH_KWARGS)  # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860
