@@ -26,7 +26,7 @@ ASSETS = REPO / "assets"
 EXAMPLES_DIR = ASSETS / "examples"
 ARTIFACTS = REPO / "tests" / "artifacts"   # screenshots and server logs (gitignored)
 
-SERVER_START_TIMEOUT_S = 180  # importing torch and gradio on a busy 2-core machine can be slow
+SERVER_START_TIMEOUT_S = 300  # importing torch and gradio on a busy 2-core machine can be slow
 
 
 def synthesize(text: str, out: Path, voice: str = "espeak:en-us") -> Path:
