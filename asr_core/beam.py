@@ -1,0 +1,146 @@
+"""Stage 4b — CTC prefix beam search: the most probable *text*, not the most probable path.
+
+Best-path decoding (ctc.greedy) follows the single most probable frame-by-frame path. But CTC gives a
+text the sum of the probabilities of ALL its alignments, and many weak paths to one text can outweigh
+the one best path to another. Prefix beam search (Graves 2012; Hannun et al. 2014) walks the frames
+keeping the `beam` best text prefixes. For each it holds two numbers, the probability of the alignments
+that end in a blank (p_b) and of those that end in the prefix's last character (p_nb), so that when two
+alignments reach the same text their probabilities add up. At each frame a prefix can
+  - stay the same: a blank, or a repeat of its last character (merged by the collapse),
+  - grow by one character c: any alignment if c differs from the last character, but only alignments
+    ending in blank if c repeats it (l·l gives "ll", ll gives "l").
+A character language model (asr_core.lm) can join in: the score of a prefix y is
+    log P_ctc(y | audio) + alpha * log P_lm(y) + beta * len(y)
+alpha weighs the LM, beta is a bonus per character that offsets the LM's cost of every extra letter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import ctc, lm as lm_module
+from .vocab import BLANK, LABELS, decode as decode_ids
+
+_INDEX = {ch: i for i, ch in enumerate(LABELS) if i != BLANK}
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    labels: tuple[int, ...]
+    score: float      # acoustic + alpha * lm + beta * len(labels): what the search ranks by
+    acoustic: float   # log P_ctc(labels | audio), summed over the alignments the search kept
+    lm: float         # log P_lm(text) including the end of sentence (natural log); 0.0 without an LM
+
+    @property
+    def text(self) -> str:
+        return decode_ids(self.labels)
+
+
+def beam_search(log_probs, beam: int = 16, lm: lm_module.CharLM | None = None, alpha: float = 0.0,
+                beta: float = 0.0, nbest: int | None = None, prune_blank: float = 0.999,
+                prune_char: float = 1e-3) -> list[Hypothesis]:
+    """(T, 29) log-probabilities -> up to `nbest` (default: beam) hypotheses, best score first.
+
+    Pruning (set prune_blank=1, prune_char=0 for an exact search): a frame whose blank probability is
+    above prune_blank only lets prefixes stay (no character can start there), and at every frame only
+    characters with probability >= prune_char are tried as extensions.
+    """
+    lp = np.asarray(log_probs, dtype=np.float64)
+    neg_inf = -np.inf
+    prefixes = [""]                       # the beam: text prefixes...
+    pb, pnb = np.array([0.0]), np.array([neg_inf])  # ...log P(alignments ending in blank / in a character)
+    last = np.array([BLANK])              # last label of each prefix (BLANK for the empty prefix)
+    length = np.array([0])
+    lm_score = np.array([0.0])            # log P_lm(prefix), without the end of sentence
+    lm_next = _lm_rows(lm, prefixes)      # (B, 29) log P_lm(next symbol | prefix); zeros without an LM
+    log_floor = np.log(prune_char) if prune_char > 0 else neg_inf
+
+    for row in lp:
+        total = np.logaddexp(pb, pnb)
+        stay_b = total + row[BLANK]                               # a blank keeps the prefix
+        stay_nb = np.where(last != BLANK, pnb + row[last], neg_inf)  # so does repeating its last character
+        chars = np.flatnonzero(row[1:] >= log_floor) + 1
+        if np.exp(row[BLANK]) > prune_blank or len(chars) == 0:
+            pb, pnb = stay_b, stay_nb
+            continue
+        # grow prefix i by chars[k]: a repeated character needs the alignments that end in blank
+        ext = np.where(last[:, None] == chars[None, :], pb[:, None], total[:, None]) + row[chars][None, :]
+        # an extension that is already in the beam (prefix j = prefix i + c) merges into j
+        where = {p: i for i, p in enumerate(prefixes)}
+        column = np.full(len(LABELS), -1)
+        column[chars] = np.arange(len(chars))
+        parent = np.array([where.get(p[:-1], -1) if p else -1 for p in prefixes])
+        j = np.flatnonzero((parent >= 0) & (column[last] >= 0))
+        i, k = parent[j], column[last[j]]
+        stay_nb[j] = np.logaddexp(stay_nb[j], ext[i, k])
+        ext[i, k] = neg_inf
+        # rank the prefixes that stay and the new ones together; keep the best `beam`
+        ext_lm = lm_score[:, None] + lm_next[:, chars]
+        scores = np.concatenate([np.logaddexp(stay_b, stay_nb) + alpha * lm_score + beta * length,
+                                 (ext + alpha * ext_lm + beta * (length[:, None] + 1)).ravel()])
+        top = np.argsort(-scores, kind="stable")[:beam]
+        top = top[np.isfinite(scores[top])]
+        stays, grows = top[top < len(prefixes)], top[top >= len(prefixes)] - len(prefixes)
+        gi, gk = np.divmod(grows, len(chars))
+        grown = [prefixes[a] + LABELS[chars[b]] for a, b in zip(gi, gk)]
+        prefixes = [prefixes[s] for s in stays] + grown
+        pb = np.concatenate([stay_b[stays], np.full(len(grows), neg_inf)])
+        pnb = np.concatenate([stay_nb[stays], ext[gi, gk]])
+        last = np.concatenate([last[stays], chars[gk]])
+        length = np.concatenate([length[stays], length[gi] + 1])
+        lm_score = np.concatenate([lm_score[stays], ext_lm[gi, gk]])
+        lm_next = np.concatenate([lm_next[stays], _lm_rows(lm, grown)])
+
+    acoustic = np.logaddexp(pb, pnb)
+    lm_total = lm_score + lm_next[:, 0] if lm is not None else lm_score  # column 0 is the end of sentence
+    scores = acoustic + alpha * lm_total + beta * length
+    order = np.argsort(-scores, kind="stable")[:nbest or beam]
+    return [Hypothesis(tuple(_INDEX[ch] for ch in prefixes[n]), float(scores[n]), float(acoustic[n]),
+                       float(lm_total[n])) for n in order]
+
+
+def _lm_rows(lm, prefixes: list[str]) -> np.ndarray:
+    if lm is None:
+        return np.zeros((len(prefixes), len(LABELS)))
+    if not prefixes:
+        return np.zeros((0, len(LABELS)))
+    return np.stack([lm.next_log_probs(p) for p in prefixes])
+
+
+def labelling_log_prob(log_probs, labels) -> float:
+    """Exact log P(labels | audio) under CTC: the log of the sum over every alignment (path) that
+    collapses to `labels` (a string or class ids). -inf when the clip has too few frames for it."""
+    if isinstance(labels, str):
+        labels = [_INDEX[ch] for ch in labels]
+    x = torch.as_tensor(np.asarray(log_probs), dtype=torch.float64)[:, None, :]
+    loss = F.ctc_loss(x, torch.tensor(list(labels), dtype=torch.long), torch.tensor([x.shape[0]]),
+                      torch.tensor([len(labels)]), blank=BLANK, reduction="none", zero_infinity=False)
+    return -float(loss[0])
+
+
+def settings(model: str | None = None) -> dict:
+    """Beam-search keyword arguments: the shipped LM and the alpha/beta/beam tuned for `model`
+    (assets/lm/config.json). Without a shipped LM the search runs on the acoustic scores alone."""
+    cfg = lm_module.config()
+    chosen = {"beam": cfg["beam"], "alpha": cfg["alpha"], "beta": cfg["beta"]}
+    chosen.update({k: v for k, v in cfg.get("models", {}).get(model, {}).items() if k in chosen})
+    language_model = lm_module.load()
+    if language_model is None:
+        chosen.update(alpha=0.0, beta=0.0)
+    return {**chosen, "lm": language_model}
+
+
+DECODERS = ("greedy", "beam")
+
+
+def decode(log_probs, decoder: str = "greedy", model: str | None = None, **options) -> str:
+    """Transcript of (T, 29) log-probabilities. decoder "greedy": best path; "beam": prefix beam search
+    with the shipped LM and the settings tuned for `model` (keyword options override them)."""
+    if decoder == "greedy":
+        return ctc.greedy(log_probs).text
+    if decoder == "beam":
+        return beam_search(log_probs, **{**settings(model), **options})[0].text
+    raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
