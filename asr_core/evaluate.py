@@ -1,0 +1,222 @@
+"""How well a shipped model hears held-out speech: CER and WER per corpus and split, greedy vs beam search.
+
+    python -m asr_core.evaluate --model lstm                      # every held-out set, both decoders
+    python -m asr_core.evaluate --model gru --decoder greedy --limit 200
+    python -m asr_core.evaluate --model lstm --write-card         # record in assets/models/lstm.json
+    python -m asr_core.evaluate --model lstm --tune               # choose LM weight/bonus on the dev set
+
+Only held-out data is scored (see HELD_OUT for who was heard in training). The MFCC caches of
+`python -m asr_core.data` are used when present, otherwise features are computed from the audio.
+The beam search's alpha (LM weight) and beta (bonus per character) are tuned with --tune on a DEV set,
+speechocean762 *train* utterances of the speakers in asr_core.lm.dev_speakers() (whose sentences the LM
+never saw), never on a test set; the choice is stored in assets/lm/config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+
+from . import audio, beam, ctc, data, features, lm, models, synth
+from .vocab import decode as decode_ids
+
+HELD_OUT = {  # corpus -> (split, who is in it)
+    "speechocean762": ("test", "100 speakers, none heard in training (non-native; adults and children)"),
+    "ljspeech": ("test", "seen speaker: LJ Speech's single speaker is also in training (every 5th clip held out)"),
+    "fsdd": ("test", "seen speakers: all 6 also in training (the dataset's own split, recordings 0-4)"),
+    "synth": ("test", "held-out synthesized voices, never trained on: " + ", ".join(sorted(synth.HELD_OUT_VOICES))),
+}
+TUNE_ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]
+TUNE_BETAS = [0.0, 0.5, 1.0, 2.0, 3.0]
+
+
+def error_rates(refs: list[str], hyps: list[str]) -> dict:
+    """Corpus-level character and word error rates (edit distance / reference length, via jiwer)."""
+    return {"cer": round(float(jiwer.cer(refs, hyps)), 4), "wer": round(float(jiwer.wer(refs, hyps)), 4)}
+
+
+def spread(items: list, limit: int | None) -> list:
+    """At most `limit` items, evenly spread (so a limit still covers many speakers)."""
+    if not limit or limit >= len(items):
+        return items
+    return items[::len(items) // limit][:limit]
+
+
+def audio_samples(utts: list[data.Utterance]) -> list[tuple[torch.Tensor, str]]:
+    """(MFCC frames, reference text) for each readable utterance with a non-empty transcript."""
+    out = []
+    for u in utts:
+        if not u.text:
+            continue
+        try:
+            out.append((features.mfcc(audio.load(u.path).samples), u.text))
+        except audio.AudioError:
+            continue
+    return out
+
+
+def samples(corpus: str, split: str, limit: int | None = None) -> list[tuple[torch.Tensor, str]]:
+    cache = data.FEATURES / f"{corpus}-{split}-x0.safetensors"
+    if cache.exists():
+        items = spread(data.FeatureSet(cache).items, limit)
+        return [(f.float(), decode_ids(l.tolist())) for f, l in items]
+    return audio_samples(spread(data.CORPORA[corpus](split), limit))
+
+
+@torch.inference_mode()
+def log_probs(model_name: str, feats: list[torch.Tensor], batch_frames: int = 30_000) -> list[np.ndarray]:
+    """Run the model over many utterances, in batches of similar length (padding never enters the RNN)."""
+    model = models.load(model_name)
+    order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
+    out: list[np.ndarray | None] = [None] * len(feats)
+    start = 0
+    while start < len(order):
+        longest, end = 0, start
+        while end < len(order) and max(longest, feats[order[end]].shape[0]) * (end - start + 1) <= batch_frames:
+            longest = max(longest, feats[order[end]].shape[0])
+            end += 1
+        end = max(end, start + 1)
+        batch = [feats[i] for i in order[start:end]]
+        lengths = torch.tensor([f.shape[0] for f in batch])
+        x = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
+        y = model(x, lengths).log_softmax(-1).numpy()
+        for j, i in enumerate(order[start:end]):
+            out[i] = y[j, :lengths[j]]
+        start = end
+    return out
+
+
+def score(model_name: str, items: list[tuple[torch.Tensor, str]], decoders=("greedy", "beam")) -> tuple[dict, dict]:
+    """Metrics and hypotheses of one model on (features, reference) pairs, for each decoder."""
+    refs = [ref for _, ref in items]
+    lps = log_probs(model_name, [f for f, _ in items])
+    metrics, hyps = {"n_utts": len(items)}, {}
+    for decoder in decoders:
+        if decoder == "greedy":
+            hyps[decoder] = [ctc.greedy(lp).text for lp in lps]
+            metrics[decoder] = error_rates(refs, hyps[decoder])
+        else:
+            opts = beam.settings(model_name)
+            hyps[decoder] = [beam.beam_search(lp, **opts)[0].text for lp in lps]
+            metrics[decoder] = {**error_rates(refs, hyps[decoder]), "beam": opts["beam"], "alpha": opts["alpha"],
+                                "beta": opts["beta"], "lm": lm.LM_FILE.name if opts["lm"] is not None else None}
+    return metrics, hyps
+
+
+def evaluate(model_name: str, corpora=tuple(HELD_OUT), decoders=("greedy", "beam"), limit: int | None = None) -> dict:
+    results = {}
+    for corpus in corpora:
+        split, who = HELD_OUT[corpus]
+        items = samples(corpus, split, limit)
+        if not items:
+            print(f"{corpus}/{split}: no data found, skipped", flush=True)
+            continue
+        if corpus == "synth" and "beam" in decoders:
+            _check_lm_excludes_synth_test()
+        t0 = time.time()
+        metrics, _ = score(model_name, items, decoders)
+        results[corpus] = {"split": split, "speakers": who, **metrics}
+        print(f"{corpus}/{split}: {len(items)} utterances in {time.time() - t0:.0f} s", flush=True)
+    return results
+
+
+def _check_lm_excludes_synth_test() -> None:
+    """The LM leaves out the held-out voices' sentences that existed when it was built; say so if more exist now."""
+    language_model = lm.load()
+    built = (language_model.info.get("sentences", {}) if language_model else {}).get("synth_test_sentences_excluded")
+    now = len({u.text for u in data.synthesized("test")})
+    if language_model is not None and built is not None and now > built:
+        print(f"warning: the LM was built when {built} held-out synthesized sentences existed, now {now}; "
+              "rebuild it (python -m asr_core.lm) before trusting beam results on synth", flush=True)
+
+
+def table(model_name: str, results: dict) -> str:
+    lines = [f"model {model_name}: CER / WER on held-out data",
+             f"{'corpus':16}{'split':7}{'utts':>6}  {'greedy CER':>10}{'WER':>7}  {'beam CER':>9}{'WER':>7}  speakers"]
+    for corpus, r in results.items():
+        g, b = r.get("greedy", {}), r.get("beam", {})
+        cell = lambda m, k, w: f"{m[k]:>{w}.3f}" if k in m else " " * (w - 1) + "-"
+        lines.append(f"{corpus:16}{r['split']:7}{r['n_utts']:>6}  {cell(g, 'cer', 10)}{cell(g, 'wer', 7)}  "
+                     f"{cell(b, 'cer', 9)}{cell(b, 'wer', 7)}  {r['speakers']}")
+    if any("beam" in r for r in results.values()):
+        b = next(r["beam"] for r in results.values() if "beam" in r)
+        tuned = model_name in lm.config().get("models", {})
+        lines.append(f"beam: width {b['beam']}, LM {b['lm']}, alpha {b['alpha']}, beta {b['beta']} "
+                     + ("(tuned on the dev set, never on test)" if tuned else "(defaults: not tuned for this model yet)"))
+    return "\n".join(lines)
+
+
+def write_card(model_name: str, results: dict, directory: Path = models.MODELS_DIR) -> Path:
+    """Read-modify-write assets/models/NAME.json: "metrics" per corpus and the greedy speechocean762 headline."""
+    path = directory / f"{model_name}.json"
+    card = json.loads(path.read_text())
+    card["metrics"] = {**card.get("metrics", {}), **results}
+    so = results["speechocean762"]["greedy"]
+    card["headline"] = {"cer": so["cer"], "wer": so["wer"], "dataset": "speechocean762", "split": "test",
+                        "decoder": "greedy"}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
+    """Grid-search alpha and beta for `model_name` on the dev set; store the best in assets/lm/config.json."""
+    language_model = lm.load()
+    if language_model is None:
+        raise SystemExit("no language model: run python -m asr_core.lm first")
+    items = audio_samples(spread(lm.dev_utterances(), limit))
+    refs = [ref for _, ref in items]
+    lps = log_probs(model_name, [f for f, _ in items])
+    greedy = error_rates(refs, [ctc.greedy(lp).text for lp in lps])
+    grid = []
+    for alpha in TUNE_ALPHAS:
+        for beta in TUNE_BETAS:
+            hyps = [beam.beam_search(lp, beam=width, lm=language_model, alpha=alpha, beta=beta)[0].text for lp in lps]
+            grid.append((error_rates(refs, hyps), alpha, beta))
+            print(f"alpha {alpha:<5} beta {beta:<4} CER {grid[-1][0]['cer']:.4f} WER {grid[-1][0]['wer']:.4f}", flush=True)
+    best, alpha, beta = min(grid, key=lambda g: (g[0]["cer"], g[0]["wer"]))
+    cfg = lm.config()
+    cfg.setdefault("models", {})
+    cfg["models"][model_name] = {"alpha": alpha, "beta": beta, "dev": {
+        "set": f"speechocean762 train, speakers {', '.join(lm.dev_speakers())} (sentences not in the LM; "
+               "their audio may be in the acoustic model's training)",
+        "n_utts": len(items), "greedy": greedy, "beam": {**best, "beam": width}}}
+    cfg.update(alpha=alpha, beta=beta)  # the latest tuning is also the default for untuned models
+    lm.CONFIG_FILE.write_text(json.dumps(cfg, indent=2) + "\n")
+    print(f"{model_name}: alpha {alpha}, beta {beta}; dev CER greedy {greedy['cer']:.4f} -> beam {best['cer']:.4f}"
+          f" ({len(items)} utterances) -> {lm.CONFIG_FILE}")
+    return cfg
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m asr_core.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=models.available())
+    p.add_argument("--decoder", nargs="+", choices=beam.DECODERS, default=list(beam.DECODERS))
+    p.add_argument("--corpus", nargs="+", choices=list(HELD_OUT), default=list(HELD_OUT))
+    p.add_argument("--limit", type=int, help="at most N utterances per corpus (evenly spread)")
+    p.add_argument("--write-card", action="store_true", help="store the metrics in assets/models/MODEL.json")
+    p.add_argument("--tune", action="store_true", help="choose alpha/beta on the dev set (never on test) and stop")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.tune:
+        tune(args.model, args.limit)
+        return
+    if args.write_card and (args.limit or "greedy" not in args.decoder or "speechocean762" not in args.corpus):
+        p.error("--write-card needs the full test sets (no --limit), the greedy decoder and speechocean762")
+    results = evaluate(args.model, args.corpus, args.decoder, args.limit)
+    print(table(args.model, results))
+    if args.write_card:
+        print(f"wrote {write_card(args.model, results)}")
+
+
+if __name__ == "__main__":
+    main()

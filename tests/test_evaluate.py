@@ -1,0 +1,74 @@
+"""The evaluation script: error rates by hand, a run on synthesized clips, the model card update."""
+import json
+import math
+import subprocess
+import sys
+
+import jiwer
+import numpy as np
+import pytest
+
+from asr_core import data, evaluate, models, pipeline
+
+REPO = evaluate.models.MODELS_DIR.parents[1]
+
+
+def test_error_rates_on_a_hand_made_pair():
+    refs = ["the cat sat on the mat", "hello"]
+    hyps = ["the cat sit on mat", "hello"]
+    rates = evaluate.error_rates(refs, hyps)
+    # words: "sat" -> "sit" and "the" deleted = 2 errors in 7 reference words
+    assert rates["wer"] == pytest.approx(2 / 7, abs=1e-4)
+    # characters: a -> i and "the " deleted = 5 edits in 27 reference characters
+    assert rates["cer"] == pytest.approx(5 / 27, abs=1e-4)
+    assert evaluate.error_rates(["same words"], ["same words"]) == {"cer": 0.0, "wer": 0.0}
+
+
+def test_spread_covers_the_whole_list():
+    picked = evaluate.spread(list(range(100)), 10)
+    assert len(picked) == 10 and picked[0] == 0 and picked[-1] >= 90
+    assert evaluate.spread([1, 2, 3], None) == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def synthesized_set(make_speech):
+    texts = ["seven three one", "good morning everyone", "the weather is fine today"]
+    return [data.Utterance(f"t{i}", str(make_speech(t, "espeak:en-us")), t, "espeak:en-us")
+            for i, t in enumerate(texts)]
+
+
+def test_evaluate_on_three_synthesized_clips(synthesized_set):
+    model = pipeline.default_model()
+    items = evaluate.audio_samples(synthesized_set)
+    metrics, hyps = evaluate.score(model, items, ("greedy", "beam"))
+    refs = [u.text for u in synthesized_set]
+    assert metrics["n_utts"] == 3
+    for decoder in ("greedy", "beam"):
+        assert len(hyps[decoder]) == 3
+        assert metrics[decoder]["cer"] == pytest.approx(jiwer.cer(refs, hyps[decoder]), abs=1e-4)
+        assert metrics[decoder]["wer"] == pytest.approx(jiwer.wer(refs, hyps[decoder]), abs=1e-4)
+        assert 0.0 <= metrics[decoder]["cer"] and math.isfinite(metrics[decoder]["cer"])
+    # batched (padded) evaluation gives the same per-frame outputs as the app's one-clip-at-a-time path
+    for (feats, _), batched in zip(items, evaluate.log_probs(model, [f for f, _ in items])):
+        assert np.allclose(batched, pipeline.run_model(model, feats), atol=1e-4)
+    if "UNTRAINED" not in models.card(model).get("status", ""):
+        assert metrics["greedy"]["cer"] < 1.0 and metrics["beam"]["cer"] < 1.0
+
+
+def test_write_card_keeps_other_keys(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps({"name": "m", "arch": {"type": "rnn"}, "parameters": 5,
+                                                 "metrics": {"old": {"n_utts": 1}}}))
+    results = {"speechocean762": {"split": "test", "speakers": "x", "n_utts": 2,
+                                  "greedy": {"cer": 0.25, "wer": 0.5}, "beam": {"cer": 0.2, "wer": 0.4}}}
+    evaluate.write_card("m", results, tmp_path)
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["name"] == "m" and card["parameters"] == 5 and card["arch"] == {"type": "rnn"}
+    assert card["metrics"]["old"] == {"n_utts": 1} and card["metrics"]["speechocean762"]["n_utts"] == 2
+    assert card["headline"] == {"cer": 0.25, "wer": 0.5, "dataset": "speechocean762", "split": "test",
+                                "decoder": "greedy"}
+
+
+def test_cli_refuses_to_write_a_card_from_a_subset():
+    run = subprocess.run([sys.executable, "-m", "asr_core.evaluate", "--model", pipeline.default_model(),
+                          "--limit", "5", "--write-card"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--write-card needs the full test sets" in run.stderr
