@@ -62,11 +62,12 @@ def stepper_view(a, model_name, t):
 def stepper_tick(a, model_name, t, speed):
     """The play button's timer: advance the slider and redraw; stop at the last frame."""
     if a is None:
-        return (gr.Timer(active=False), "▶ Play", *stepper_view(None, model_name, t))
+        return (False, gr.Timer(active=False), "▶ Play", *stepper_view(None, model_name, t))
     last = min(a.frames, introspect.MAX_FRAMES) - 1
     t = min(int(t or 0) + int(speed), last)
     running = t < last
-    return (gr.Timer(active=running), "⏸ Pause" if running else "▶ Play", *stepper_view(a, model_name, t))
+    return (running, gr.Timer(active=running), "❚❚ Pause" if running else "▶ Play",
+            *stepper_view(a, model_name, t))
 
 
 def toggle_play(playing, t, a):
@@ -74,7 +75,7 @@ def toggle_play(playing, t, a):
     playing = not playing
     if playing and a is not None and int(t or 0) >= min(a.frames, introspect.MAX_FRAMES) - 1:
         t = 0
-    return playing, gr.Timer(active=playing), "⏸ Pause" if playing else "▶ Play", t
+    return playing, gr.Timer(active=playing), "❚❚ Pause" if playing else "▶ Play", t
 
 
 def memory_view(a, model_name, which):
@@ -232,30 +233,35 @@ LESSON = [
     ("1 · From sound to a sequence of vectors",
      "A microphone gives 16 000 numbers a second: too many, and too raw. Every 10 ms we take a 25 ms slice "
      "of sound and describe its spectrum with 40 MFCCs (mel-frequency cepstral coefficients). The clip becomes "
-     "a sequence x₁ … x_T of 40-number columns, one per frame: this picture is everything the network gets."),
+     "a sequence x<sub>1</sub> … x<sub>T</sub> of 40-number columns, one per frame: this picture is everything "
+     "the network gets."),
     ("2 · The recurrent network reads one column at a time",
-     "At step t the RNN combines the new column x_t with its own previous state: "
-     "h_t = tanh(W_hh h_{t−1} + W_xh x_t + b_h). The same weights are used at every step; unrolled in time it "
-     "is a chain, and h_t is the only thing that carries the past forward. (Step through it in *Inside the RNN*.)"),
+     "At step t the RNN combines the new column x<sub>t</sub> with its own previous state: "
+     "h<sub>t</sub> = tanh(W<sub>hh</sub> h<sub>t−1</sub> + W<sub>xh</sub> x<sub>t</sub> + b<sub>h</sub>). "
+     "The same weights are used at every step; unrolled in time it is a chain, and h<sub>t</sub> is the only "
+     "thing that carries the past forward. Below: the textbook RNN around the frame where it is most sure of a "
+     "character. (Step through it in *Inside the RNN*.)"),
     ("3 · A softmax at every step",
-     "From each h_t the network reads out o_t = softmax(W_ho h_t + b_o): 29 probabilities, for a–z, space, "
-     "apostrophe and the CTC blank ·. One column per frame, so T columns for T frames."),
+     "From each h<sub>t</sub> the network reads out o<sub>t</sub> = softmax(W<sub>ho</sub> h<sub>t</sub> + "
+     "b<sub>o</sub>): 29 probabilities, for a–z, space, apostrophe and the CTC blank ·. One column per frame, "
+     "so T columns for T frames."),
     ("4 · T frames, L characters",
      "Speech is slow next to text: a character lasts several frames, so T is many times L. "
      "Nobody tells the network which frames belong to which letter; the training data only says the text."),
     ("5 · CTC: many paths, one text",
      "CTC lets every frame say a character or blank, then merges repeats and drops blanks. Many frame-level "
      "paths collapse to the same text, and the probability of the text is the sum over all of them. Best-path "
-     "decoding takes the top symbol per frame (below); *Reference & CTC* aligns a text you type and computes "
-     "its exact probability, and shows when picking the best path is not picking the best text."),
+     "decoding takes the top symbol per frame (below); *Reference & CTC* aligns a text you type, computes "
+     "its exact probability, and shows when the best path is not the best text."),
     ("6 · Why plain RNNs forget",
-     "Training follows gradients back through the chain. Each step multiplies them by W_hh and the tanh "
-     "slope, so after many steps they shrink exponentially: the output at the end barely depends on frames "
-     "far back. Measured on your clip with the shipped models:"),
+     "Training follows gradients back through the chain. Each step multiplies them by W<sub>hh</sub> and the "
+     "slope of tanh, so after many steps they shrink exponentially: the output at the end barely depends on "
+     "frames far back. Measured on your clip with the shipped models:"),
     ("7 · LSTM and GRU: gates that choose what to keep",
-     "An LSTM keeps a cell state c_t updated by addition, c_t = f ⊙ c_{t−1} + i ⊙ g, with a forget gate f that "
-     "can stay near 1; a GRU blends old and new state with an update gate z. Gradients can then flow through "
-     "the gates instead of through a squashing nonlinearity at every step. Their gates on your clip:"),
+     "An LSTM keeps a cell state updated by addition, c<sub>t</sub> = f ⊙ c<sub>t−1</sub> + i ⊙ g, with a "
+     "forget gate f that can stay near 1; a GRU blends old and new state with an update gate z. Gradients can "
+     "then flow along the cell instead of through a squashing nonlinearity at every step. Their gates on your "
+     "clip:"),
 ]
 
 
@@ -276,9 +282,8 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
         step = gr.Slider(0, 100, value=0, step=1, label="time step t (frame; 100 frames = 1 s)")
         step_md = gr.Markdown()
         chain_plot = gr.Plot(show_label=False)
-        with gr.Row():
-            strips_plot = gr.Plot(show_label=False)
-            out_plot = gr.Plot(show_label=False)
+        strips_plot = gr.Plot(show_label=False)
+        out_plot = gr.Plot(show_label=False)
         with gr.Accordion("The hidden state as memory (PCA)", open=True):
             which = gr.Radio([("states the softmax reads", "readout"), ("layer-1 h_t", "h")], value="readout",
                              label="states")
@@ -295,7 +300,7 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     play.click(toggle_play, inputs=[playing, step, analysis], outputs=[playing, timer, play, step],
                api_visibility="private").then(
         stepper_view, inputs=[analysis, step_model, step], outputs=step_outputs, api_visibility="private")
-    timer.tick(stepper_tick, inputs=[analysis, step_model, step, speed], outputs=[timer, play, *step_outputs],
+    timer.tick(stepper_tick, inputs=[analysis, step_model, step, speed], outputs=[playing, timer, play, *step_outputs],
                api_visibility="private")
     gr.on([inside_tab.select, step_model.change, which.change], memory_view,
           inputs=[analysis, step_model, which], outputs=[pca_plot, gates_plot], api_visibility="private")

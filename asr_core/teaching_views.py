@@ -10,6 +10,7 @@ import html
 import io
 import json
 import math
+import textwrap
 
 import numpy as np
 import plotly.graph_objects as go
@@ -74,7 +75,8 @@ def state_rows(u: Unrolled, t: int) -> list[tuple[str, np.ndarray]]:
 def stepper_strips(u: Unrolled, t: int) -> go.Figure:
     """x_t as a strip of 40 coefficients; h_{t-1} → (gates) → h_t as strips of hidden units."""
     rows = state_rows(u, t)
-    fig = make_subplots(rows=2, cols=1, row_heights=[0.18, 0.82], vertical_spacing=0.16,
+    n = len(rows)
+    fig = make_subplots(rows=2, cols=1, row_heights=[1.4 / (n + 1.4), n / (n + 1.4)], vertical_spacing=0.22 * 4 / (n + 4),
                         subplot_titles=(f"input x<sub>t</sub>: 40 MFCCs of frame {t}",
                                         f"hidden units (layer 1{', forward direction' if u.bidirectional else ''})"))
     fig.add_trace(go.Heatmap(z=u.x[t][None], y=["x<sub>t</sub>"], colorscale="RdBu_r", zmin=-3, zmax=3,
@@ -85,13 +87,13 @@ def stepper_strips(u: Unrolled, t: int) -> go.Figure:
     fig.add_trace(go.Heatmap(z=z, y=names, colorscale="RdBu_r", zmin=-1, zmax=1,
                              colorbar=dict(thickness=10, len=0.7, y=0.38),
                              hovertemplate="unit %{x}<br>%{y}: %{z:.3f}<extra></extra>"), row=2, col=1)
-    fig.update_xaxes(showgrid=False, row=1, col=1)
+    fig.update_xaxes(showgrid=False, showticklabels=False, row=1, col=1)
     fig.update_xaxes(title_text="hidden unit", showgrid=False, row=2, col=1)
     fig.update_yaxes(showgrid=False, tickfont=dict(size=12))
     secs = t / FRAMES_PER_SECOND
     title = (f"<b>Step t = {t}</b> ({secs:.2f} s) — {model_title(u)}"
              + _sub("blue −1 … red +1; gates run 0…1 (sigmoid) and candidates −1…1 (tanh)"))
-    return _layout(fig, title, 170 + 34 * len(rows), margin=dict(l=110, r=24, t=92, b=44))
+    return _layout(fig, title, 210 + 40 * n, margin=dict(l=110, r=24, t=110, b=44))
 
 
 def stepper_output(u: Unrolled, t: int, top: int = 3) -> go.Figure:
@@ -105,7 +107,8 @@ def stepper_output(u: Unrolled, t: int, top: int = 3) -> go.Figure:
         fig.add_annotation(x=SYMBOLS[k], y=p[k], text=f"<b>{html.escape(SYMBOLS[k])}</b> {p[k]:.2f}",
                            showarrow=False, yshift=10, font=dict(size=12))
     fig.update_yaxes(range=[0, 1.12], title_text="probability")
-    fig.update_xaxes(type="category", tickfont=dict(family="monospace", size=12))
+    fig.update_xaxes(type="category", tickmode="array", tickvals=SYMBOLS, ticktext=SYMBOLS, tickangle=0,
+                     tickfont=dict(family="monospace", size=13))
     names = ", ".join(f"{SYMBOLS[k]} {p[k]:.2f}" for k in order)
     return _layout(fig, f"<b>o<sub>t</sub> = softmax(W<sub>ho</sub> h<sub>t</sub> + b<sub>o</sub>)</b> at t = {t}"
                    + _sub(f"top: {html.escape(names)} · · is the blank, ␣ the space"), 280)
@@ -114,10 +117,15 @@ def stepper_output(u: Unrolled, t: int, top: int = 3) -> go.Figure:
 def chain_figure(u: Unrolled, t: int, window: int = 3) -> go.Figure:
     """The network unrolled over steps t-window..t+window: x → h → o boxes, h_{s-1} → h_s arrows."""
     lo, hi = max(0, t - window), min(u.frames - 1, t + window)
-    fig = go.Figure()
     w, hgt = 0.36, 0.26
     ys = {"x": 0.0, "h": 1.0, "o": 2.0}
     p = np.exp(u.log_probs)
+    shapes, notes = [], []   # plain dicts, set once: much faster than add_shape/add_annotation per item
+
+    def arrow(x, y, ax, ay, colour=INK, width=1.4):
+        notes.append(dict(x=x, y=y, ax=ax, ay=ay, xref="x", yref="y", axref="x", ayref="y", text="",
+                          showarrow=True, arrowhead=2, arrowwidth=width, arrowcolor=colour))
+
     for s in range(lo, hi + 1):
         now = s == t
         line = dict(color=ACCENT if now else "#cbd5e1", width=3 if now else 1.5)
@@ -129,17 +137,16 @@ def chain_figure(u: Unrolled, t: int, window: int = 3) -> go.Figure:
             "o": f"<b>{html.escape(SYMBOLS[k])}</b><br><span style='font-size:10px'>p {p[s, k]:.2f}</span>",
         }
         for row, y in ys.items():
-            fig.add_shape(type="rect", x0=s - w, x1=s + w, y0=y - hgt, y1=y + hgt, line=line,
-                          fillcolor=fill[row], layer="below")
-            fig.add_annotation(x=s, y=y, text=labels[row], showarrow=False, font=dict(size=12))
-        for y0, y1 in ((0, 1), (1, 2)):   # x_s -> h_s, h_s -> o_s
-            fig.add_annotation(x=s, y=y1 - hgt, ax=s, ay=y0 + hgt, xref="x", yref="y", axref="x", ayref="y",
-                               text="", showarrow=True, arrowhead=2, arrowwidth=1.4, arrowcolor=INK)
-        # h_{s-1} -> h_s: the recurrence (from the left edge for the first box on screen)
-        fig.add_annotation(x=s - w, y=1, ax=s - 1 + w, ay=1, xref="x", yref="y", axref="x", ayref="y",
-                           text="", showarrow=True, arrowhead=2, arrowwidth=2, arrowcolor=ACCENT if now else INK)
+            shapes.append(dict(type="rect", x0=s - w, x1=s + w, y0=y - hgt, y1=y + hgt, line=line,
+                               fillcolor=fill[row], layer="below"))
+            notes.append(dict(x=s, y=y, text=labels[row], showarrow=False, font=dict(size=12)))
+        arrow(s, 1 - hgt, s, 0 + hgt)          # x_s -> h_s
+        arrow(s, 2 - hgt, s, 1 + hgt)          # h_s -> o_s
+        arrow(s - w, 1, s - 1 + w, 1, ACCENT if now else INK, 2)   # h_{s-1} -> h_s: the recurrence
     first = "h<sub>-1</sub> = 0" if lo == 0 else f"h<sub>{lo - 1}</sub>"
-    fig.add_annotation(x=lo - 1 + w, y=1, text=first, showarrow=False, xanchor="right", font=dict(color=MUTED))
+    notes.append(dict(x=lo - 1 + w, y=1, text=first, showarrow=False, xanchor="right", font=dict(color=MUTED)))
+    fig = go.Figure()
+    fig.update_layout(shapes=shapes, annotations=notes)
     fig.update_xaxes(visible=False, range=[lo - 1.15, hi + 0.6])
     fig.update_yaxes(visible=False, range=[-0.45, 2.45])
     title = ("<b>The same cell, unrolled in time</b>"
@@ -187,13 +194,21 @@ def gates_over_time(u: Unrolled) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=u.gates[name].mean(axis=1), mode="lines", name=GATE_TITLES[name],
                                  hovertemplate="frame %{x}: %{y:.3f}<extra>" + name + "</extra>"))
     if u.cell == "rnn":
-        fig.add_trace(go.Scatter(x=x, y=u.recurrent_norm, name="‖W_hh h_{t-1}‖ memory term"))
-        fig.add_trace(go.Scatter(x=x, y=u.input_norm, name="‖W_xh x_t‖ input term"))
+        fig.add_trace(go.Scatter(x=x, y=u.recurrent_norm, name="memory term ‖W<sub>hh</sub> h<sub>t−1</sub> + b‖"))
+        fig.add_trace(go.Scatter(x=x, y=u.input_norm, name="input term ‖W<sub>xh</sub> x<sub>t</sub> + b‖"))
     fig.update_xaxes(title_text="frame (10 ms)")
-    fig.update_yaxes(title_text="mean over units" if u.cell != "rnn" else "norm")
-    title = (f"<b>Gates over time</b> — {model_title(u)}, layer 1"
-             + _sub("a forget/update gate near 1 keeps the memory; near 0 overwrites it"))
-    return _layout(fig, title, 320, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    if u.cell == "rnn":
+        fig.update_yaxes(title_text="norm", rangemode="tozero")
+    else:
+        fig.update_yaxes(title_text="mean over units", range=[-1.05, 1.05])
+    if u.cell == "rnn":
+        title = (f"<b>The two terms of the update over time</b> — {model_title(u)}"
+                 + _sub("how strongly the memory and the new frame push on h<sub>t</sub> at each step"))
+    else:
+        title = (f"<b>Gates over time</b> — {model_title(u)}, layer 1"
+                 + _sub("a forget/update gate near 1 keeps the memory; near 0 overwrites it"))
+    return _layout(fig, title, 340, legend=dict(orientation="h", y=-0.25, yanchor="top", x=1, xanchor="right"),
+                   margin=dict(l=64, r=24, t=78, b=90))
 
 
 # -- 2. the hidden state as a path ----------------------------------------------------------------------
@@ -250,18 +265,23 @@ def alignment_figure(samples: np.ndarray, feats: np.ndarray, log_probs: np.ndarr
     fig.add_trace(go.Scatter(x=secs, y=greedy, mode="lines", name="greedy path", opacity=0.6,
                              line=dict(color="#10b981", width=1)), row=3, col=1)
     half = 0.5 / FRAMES_PER_SECOND
+    shapes, notes = [], []   # plain dicts, set once (add_vrect per character is slow)
     for i, ch in enumerate(alignment.chars):
         if ch.text == " " or ch.start >= T:
             continue
         colour = "rgba(249,115,22,0.16)" if i % 2 == 0 else "rgba(16,185,129,0.16)"
-        fig.add_vrect(x0=ch.start_s - half, x1=ch.end_s - half, fillcolor=colour, line_width=0, row="all", col=1)
-        fig.add_annotation(x=(ch.start_s + ch.end_s) / 2 - half, y=1.0, yref="y domain", text=f"<b>{ch.text}</b>",
-                           showarrow=False, yanchor="bottom", font=dict(size=13, color=INK), row=1, col=1)
+        shapes.append(dict(type="rect", xref="x", yref="paper", x0=ch.start_s - half, x1=ch.end_s - half,
+                           y0=0, y1=1, fillcolor=colour, line_width=0, layer="above"))
+        notes.append(dict(x=(ch.start_s + ch.end_s) / 2 - half, y=1.0, xref="x", yref="y domain",
+                          text=f"<b>{html.escape(ch.text)}</b>", showarrow=False, yanchor="bottom",
+                          font=dict(size=13, color=INK)))
     for w in alignment.words:
         if w.start >= T:
             continue
-        fig.add_annotation(x=(w.start_s + w.end_s) / 2 - half, y=1.0, yref="y domain", yshift=18, text=w.text,
-                           showarrow=False, yanchor="bottom", font=dict(size=12, color=MUTED), row=1, col=1)
+        notes.append(dict(x=(w.start_s + w.end_s) / 2 - half, y=1.0, xref="x", yref="y domain", yshift=18,
+                          text=html.escape(w.text), showarrow=False, yanchor="bottom",
+                          font=dict(size=12, color=MUTED)))
+    fig.update_layout(shapes=shapes, annotations=list(fig.layout.annotations) + notes)
     fig.update_yaxes(showgrid=False, showticklabels=False, row=1, col=1)
     fig.update_yaxes(title_text="MFCC", showgrid=False, row=2, col=1)
     fig.update_yaxes(title_text="class", tickmode="array", tickvals=list(range(NUM_CLASSES)), ticktext=SYMBOLS,
@@ -379,8 +399,8 @@ def gradient_figure(grads: dict[str, np.ndarray], reading: str = "") -> go.Figur
     fig.update_yaxes(type="log", title_text="‖∂ log p<sub>T</sub> / ∂ x<sub>t</sub>‖", exponentformat="power")
     title = "<b>Vanishing gradients</b> — how much the last output still depends on each earlier frame"
     if reading:
-        title += _sub(html.escape(reading))
-    return _layout(fig, title, 460, legend=dict(x=1, xanchor="right", y=1))
+        title += _sub("<br>".join(html.escape(line) for line in textwrap.wrap(reading, 150)))
+    return _layout(fig, title, 480, legend=dict(x=1, xanchor="right", y=1), margin=dict(l=64, r=24, t=110, b=48))
 
 
 def gradient_json(grads: dict[str, np.ndarray], reading: str) -> dict:

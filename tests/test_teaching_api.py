@@ -1,0 +1,56 @@
+"""The teaching endpoints (/align, /gradients, /shuffle) through gradio_client against the running app."""
+from __future__ import annotations
+
+import pytest
+from gradio_client import Client, handle_file
+
+from asr_core import models
+from asr_core.vocab import normalize_text
+
+REFERENCE = "hello world, this is a test of the speech lab"   # what conftest's speech_wav says
+
+
+@pytest.fixture(scope="module")
+def client(app_server):
+    return Client(app_server, verbose=False)
+
+
+def test_align_endpoint(client, speech_wav):
+    out = client.predict(handle_file(str(speech_wav)), REFERENCE, "rnn", api_name="/align")
+    result = out[0]
+    text = normalize_text(REFERENCE)
+    assert result["text"] == text and result["model"] == "rnn"
+    assert "".join(c["text"] for c in result["chars"]) == text
+    assert [w["text"] for w in result["words"]] == text.split()
+    starts = [c["start"] for c in result["chars"]]
+    assert starts == sorted(starts) and result["chars"][-1]["end"] <= result["frames"]
+    assert result["ctc_loss"]["total"] > 0
+    assert result["ctc_loss"]["per_char"] == pytest.approx(result["ctc_loss"]["total"] / len(text), rel=1e-3)
+
+
+def test_align_endpoint_explains_a_missing_reference(client, speech_wav):
+    with pytest.raises(Exception, match="reference"):
+        client.predict(handle_file(str(speech_wav)), "   ", "rnn", api_name="/align")
+
+
+def test_gradients_endpoint(client, speech_wav):
+    out = client.predict(handle_file(str(speech_wav)), api_name="/gradients")
+    result = out[0]
+    assert set(result["models"]) == set(models.available())
+    lengths = {len(v) for v in result["models"].values()}
+    assert len(lengths) == 1 and lengths.pop() > 50
+    for pairs in result["models"].values():
+        assert [d for d, _ in pairs] == list(range(len(pairs)))
+        assert all(n >= 0 for _, n in pairs) and pairs[0][1] > 0
+    rnn, lstm = (dict(result["models"][n]) for n in ("rnn", "lstm"))
+    assert rnn[50] / rnn[0] < lstm[50] / lstm[0]
+    assert "frames" in result["reading"]
+
+
+def test_shuffle_endpoint(client, speech_wav):
+    out = client.predict(handle_file(str(speech_wav)), "gru", REFERENCE, 3, api_name="/shuffle")
+    result = out[0]
+    assert result["model"] == "gru" and result["seed"] == 3
+    assert result["same_set_of_frames"] is True and result["frames"] > 50
+    assert result["mean_output_change"] > 0
+    assert set(result["reference_ctc_loss"]) == {"original", "shuffled"}
