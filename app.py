@@ -24,7 +24,7 @@ import math
 
 import gradio as gr
 
-from asr_core import examples, longform, pipeline, teaching_tabs, views
+from asr_core import beam, examples, longform, pipeline, teaching_tabs, views
 from asr_core.audio import AudioError
 
 INTRO = """
@@ -48,8 +48,9 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue
 NO_AUDIO = "No audio yet: record with the microphone or upload a clip, then press Analyse."
 
 
-def analyse(audio_path: str | None, model_name: str | None = None):
-    """Analyse one clip. Returns the transcript FIRST (the /transcribe API result), then every panel."""
+def analyse(audio_path: str | None, model_name: str | None = None, decoder: str = "greedy"):
+    """Analyse one clip. Returns the transcript FIRST (the /transcribe API result), then every panel.
+    decoder "beam" changes only the transcript (prefix beam search + LM); the panels show the greedy path."""
     if not audio_path:
         raise gr.Error(NO_AUDIO)
     try:
@@ -61,14 +62,15 @@ def analyse(audio_path: str | None, model_name: str | None = None):
         raise gr.Error("Something went wrong while analysing this clip; please try another one.") from None
     latest = math.floor(longform.max_start(a) * 10) / 10  # the slider's last start, on its 0.1 s grid
     window = gr.Slider(value=0, maximum=max(latest, 0.1), visible=views.needs_window(a))
-    return (a.text, views.info_markdown(a), views.lengths_figure(a), *views.detail_views(a), a, window)
+    text = a.text if decoder == "greedy" else beam.decode(a.log_probs, decoder, a.model_name)
+    return (text, views.info_markdown(a), views.lengths_figure(a), *views.detail_views(a), a, window)
 
 
-def reanalyse(audio_path, model_name=None):
-    """The model changed: analyse the current clip again, if there is one."""
+def reanalyse(audio_path, model_name=None, decoder="greedy"):
+    """The model or decoder changed: analyse the current clip again, if there is one."""
     if not audio_path:
         return [gr.skip()] * len(ANALYSE_OUTPUTS)
-    return analyse(audio_path, model_name)
+    return analyse(audio_path, model_name, decoder)
 
 
 def show_window(a, start_s):
@@ -92,10 +94,12 @@ with gr.Blocks(title="RNN speech lab") as demo:
                     model = gr.Dropdown(choices=views.model_choices(), value=pipeline.default_model(),
                                         label="Model", info="best measured model first")
                     analyse_btn = gr.Button("Analyse", variant="primary")
-                    ANALYSE_INPUTS = [audio_in, model]
+                    decoder = gr.Radio(list(beam.DECODERS), value="greedy", label="Decoder",
+                                       info="greedy: best path · beam: prefix beam search + character LM")
+                    ANALYSE_INPUTS = [audio_in, model, decoder]
                     examples_slot = gr.Column()  # filled below, once the outputs exist
                 with gr.Column(scale=3, min_width=420):
-                    transcript = gr.Textbox(label="Transcript (greedy CTC)", elem_id="transcript", lines=2,
+                    transcript = gr.Textbox(label="Transcript (CTC decoding)", elem_id="transcript", lines=2,
                                             max_lines=5, interactive=False, buttons=["copy"],
                                             placeholder="the transcript appears here")
                     info = gr.Markdown(elem_id="info", label="Clip")
@@ -121,7 +125,8 @@ with gr.Blocks(title="RNN speech lab") as demo:
 
     gr.on([analyse_btn.click, audio_in.upload, audio_in.stop_recording], analyse,
           inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS, api_name="transcribe")
-    model.change(reanalyse, inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS, api_visibility="private")
+    gr.on([model.change, decoder.change], reanalyse, inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS,
+          api_visibility="private")
     audio_in.clear(clear, outputs=ANALYSE_OUTPUTS, api_visibility="private")
     window_start.release(show_window, inputs=[analysis, window_start], outputs=DETAIL_VIEWS,
                          api_visibility="private")

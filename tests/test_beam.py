@@ -131,3 +131,15 @@ def test_decode_api():
         beam.decode(log_probs, "viterbi")
     settings = beam.settings()
     assert settings["beam"] >= 1 and settings["lm"] is lm.load()
+
+
+def test_app_decoder_selector_changes_only_the_transcript(speech_wav):
+    import app  # python -m pytest runs from the repository root
+
+    from asr_core import pipeline
+    model = pipeline.default_model()
+    a = pipeline.transcribe_file(str(speech_wav), model)
+    greedy, beamed = app.analyse(str(speech_wav), model, "greedy"), app.analyse(str(speech_wav), model, "beam")
+    assert greedy[0] == a.text
+    assert beamed[0] == beam.decode(a.log_probs, "beam", model)
+    assert beamed[-2].text == greedy[-2].text == a.text  # the stored analysis (and its panels) stay greedy
