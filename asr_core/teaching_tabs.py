@@ -65,9 +65,9 @@ def stepper_tick(a, model_name, t, speed):
         return (False, gr.Timer(active=False), "▶ Play", *stepper_view(None, model_name, t))
     last = min(a.frames, introspect.MAX_FRAMES) - 1
     t = min(int(t or 0) + int(speed), last)
-    running = t < last
-    return (running, gr.Timer(active=running), "❚❚ Pause" if running else "▶ Play",
-            *stepper_view(a, model_name, t))
+    if t < last:  # keep going; leave play/pause to the button (a tick still in flight must not restart it)
+        return (gr.skip(), gr.skip(), gr.skip(), *stepper_view(a, model_name, t))
+    return (False, gr.Timer(active=False), "▶ Play", *stepper_view(a, model_name, t))
 
 
 def toggle_play(playing, t, a):
@@ -301,7 +301,7 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
                api_visibility="private").then(
         stepper_view, inputs=[analysis, step_model, step], outputs=step_outputs, api_visibility="private")
     timer.tick(stepper_tick, inputs=[analysis, step_model, step, speed], outputs=[playing, timer, play, *step_outputs],
-               api_visibility="private")
+               trigger_mode="once", concurrency_limit=1, api_visibility="private")
     gr.on([inside_tab.select, step_model.change, which.change], memory_view,
           inputs=[analysis, step_model, which], outputs=[pca_plot, gates_plot], api_visibility="private")
 

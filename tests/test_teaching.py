@@ -25,6 +25,11 @@ from asr_core.vocab import BLANK, LABELS, encode, normalize_text
 REFERENCE = "hello world, this is a test of the speech lab"   # what conftest's speech_wav says
 
 
+def trained(name: str) -> bool:
+    """The lead ships untrained placeholders (card status "UNTRAINED PLACEHOLDER") until training ends."""
+    return "UNTRAINED" not in str(models.card(name).get("status", ""))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Many tiny recurrent steps: one intra-op thread is much faster on a busy 2-core machine."""
@@ -186,15 +191,26 @@ def test_beam_rows_use_exact_labelling_probabilities(speech_clip):
 
 # -- vanishing gradients --------------------------------------------------------------------------------
 
-def test_rnn_gradient_vanishes_faster_than_lstm(feats):
-    assert len(feats) > 60
+def test_gradients_are_measured_per_distance(feats):
     grads = introspect.gradients_all(feats, ["rnn", "lstm"])
     for g in grads.values():
         assert g.shape == (len(feats),) and np.all(g >= 0) and g[0] > 0
-    rnn, lstm = (introspect.gradient_ratio(grads[n], 50) for n in ("rnn", "lstm"))
-    assert rnn < lstm
+        assert g[50] < g[0]   # half a second back, every model depends less on the input
     reading = introspect.gradient_reading(grads)
-    assert reading.startswith("50 frames") and "RNN keeps the least" in reading
+    weakest = min(grads, key=lambda n: introspect.gradient_ratio(grads[n], 50))
+    assert reading.startswith("50 frames") and f"{weakest.upper()} keeps the least" in reading
+
+
+def test_rnn_gradient_vanishes_faster_than_lstm(feats):
+    """Half a second back, the plain RNN keeps a smaller share of its gradient than the LSTM.
+
+    Compared only between models in the same state (both placeholders or both trained): a trained
+    RNN against a random LSTM (whose forget gates sit at 0.5) says nothing about the architectures.
+    """
+    if trained("rnn") != trained("lstm"):
+        pytest.skip("one of rnn/lstm is trained and the other is still a placeholder")
+    grads = introspect.gradients_all(feats, ["rnn", "lstm"])
+    assert introspect.gradient_ratio(grads["rnn"], 50) < introspect.gradient_ratio(grads["lstm"], 50)
 
 
 def test_gradients_leave_the_shared_model_untouched(feats):
@@ -219,8 +235,8 @@ def test_shuffling_frames_changes_more_than_the_order_of_outputs(name, feats):
 @pytest.mark.parametrize("name", models.available())
 def test_shuffling_frames_makes_the_reference_less_probable(name, feats):
     """A trained recurrent model finds the reference far less probable once the frames are shuffled."""
-    if "headline" not in models.card(name):
-        pytest.skip(f"{name}: untrained placeholder weights (no measured headline in its card)")
+    if not trained(name):
+        pytest.skip(f"{name}: untrained placeholder weights")
     s = introspect.shuffle_experiment(name, feats, seed=0)
     labels = encode(REFERENCE)
     before = align.labelling_nll(s.original_log_probs, labels)

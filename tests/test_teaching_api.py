@@ -42,9 +42,8 @@ def test_gradients_endpoint(client, speech_wav):
     for pairs in result["models"].values():
         assert [d for d, _ in pairs] == list(range(len(pairs)))
         assert all(n >= 0 for _, n in pairs) and pairs[0][1] > 0
-    rnn, lstm = (dict(result["models"][n]) for n in ("rnn", "lstm"))
-    assert rnn[50] / rnn[0] < lstm[50] / lstm[0]
-    assert "frames" in result["reading"]
+        assert pairs[50][1] < pairs[0][1]
+    assert result["reading"].startswith("50 frames")
 
 
 def test_shuffle_endpoint(client, speech_wav):
