@@ -32,8 +32,8 @@ HELD_OUT = {  # corpus -> (split, who is in it)
     "fsdd": ("test", "seen speakers: all 6 also in training (the dataset's own split, recordings 0-4)"),
     "synth": ("test", "held-out synthesized voices, never trained on: " + ", ".join(sorted(synth.HELD_OUT_VOICES))),
 }
-TUNE_ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]
-TUNE_BETAS = [0.0, 0.5, 1.0, 2.0, 3.0]
+TUNE_ALPHAS = [0.0, 0.3, 0.6, 1.0]
+TUNE_BETAS = [0.0, 0.5, 1.0, 2.0]
 
 
 def error_rates(refs: list[str], hyps: list[str]) -> dict:
