@@ -24,7 +24,7 @@ import math
 
 import gradio as gr
 
-from asr_core import beam, examples, longform, pipeline, teaching_tabs, views
+from asr_core import beam, examples, live_tab, longform, pipeline, teaching_tabs, views
 from asr_core.audio import AudioError
 
 INTRO = """
@@ -122,6 +122,7 @@ with gr.Blocks(title="RNN speech lab") as demo:
                             label="Examples — synthesized voices; the label is what they say",
                             examples_per_page=12)
         teaching_tabs.build(analysis, audio_in, model)  # inside the RNN, CTC, gradients, order, player, lesson
+        live_tab.build()  # live transcription from the microphone with a causal model (streaming.py)
 
     gr.on([analyse_btn.click, audio_in.upload, audio_in.stop_recording], analyse,
           inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS, api_name="transcribe")
