@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import ctc, longform, models
-from .vocab import BLANK
 
 MAX_FRAMES = int(longform.VIEW_SECONDS * 100)   # the teaching views look at most at the first 30 s of a clip
 GATE_NAMES = {"rnn": [], "lstm": ["i", "f", "g", "o"], "gru": ["r", "z", "n"]}
@@ -43,7 +43,6 @@ class Unrolled:
     log_probs: np.ndarray         # (T, 29) the model's output at each step
     layers: int = 1
     bidirectional: bool = False
-    best_path: list[int] = field(default_factory=list)
 
     @property
     def frames(self) -> int:
@@ -122,20 +121,24 @@ def _key(model_name: str, feats) -> tuple[str, str]:
 
 
 class _Cache(OrderedDict):
-    """A tiny LRU dict: the views re-draw on every slider move, the computation runs once per (clip, model)."""
+    """A tiny LRU dict: the views re-draw on every slider move, the computation runs once per (clip, model).
+    Gradio calls handlers from several threads, so lookups and updates hold a lock (the computation does not)."""
 
     def __init__(self, size: int):
         super().__init__()
         self.size = size
+        self.lock = threading.Lock()
 
     def get_or(self, key, compute):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
         value = compute()
-        self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
+        with self.lock:
+            self[key] = value
+            while len(self) > self.size:
+                self.popitem(last=False)
         return value
 
 
@@ -168,8 +171,7 @@ def _unroll(model_name: str, feats: np.ndarray) -> Unrolled:
         gates={name: steps[name].numpy() for name in GATE_NAMES[cell]},
         recurrent_norm=steps["recurrent_norm"].numpy(), input_norm=steps["input_norm"].numpy(),
         readout=readout.numpy(), log_probs=log_probs.numpy(),
-        layers=model.rnn.num_layers, bidirectional=model.rnn.bidirectional,
-        best_path=ctc.greedy(log_probs.numpy()).path)
+        layers=model.rnn.num_layers, bidirectional=model.rnn.bidirectional)
 
 
 @dataclass
@@ -291,12 +293,3 @@ def shuffle_experiment(model_name: str, feats, seed: int = 0) -> Shuffled:
     perm, shuffled = shuffle_frames(feats, seed)
     return Shuffled(perm, feats, shuffled, run(model_name, shuffled), run(model_name, feats))
 
-
-def emitted(log_probs) -> list[int]:
-    """The greedy (argmax) class at each frame; BLANK where the model emits nothing."""
-    return [int(k) for k in np.asarray(log_probs).argmax(axis=-1)]
-
-
-__all__ = ["Unrolled", "unroll", "step_layer0", "pca_path", "input_gradients", "gradients_all",
-           "gradient_ratio", "gradient_reading", "shuffle_frames", "shuffle_experiment", "Shuffled",
-           "run", "emitted", "BLANK", "MAX_FRAMES"]

@@ -10,7 +10,6 @@ from gradio_client. Computations live in introspect.py and align.py, figures in 
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from pathlib import Path
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from asr_core import align, beam, ctc, introspect, models, pipeline
 from asr_core import teaching_views as tv
-from asr_core.vocab import BLANK, LABELS, encode, normalize_text
+from asr_core.vocab import LABELS, encode, normalize_text
 
 REFERENCE = "hello world, this is a test of the speech lab"   # what conftest's speech_wav says
 
