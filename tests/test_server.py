@@ -45,6 +45,13 @@ def test_every_model_through_the_api(client, speech_wav2, model):
     assert result[0] == transcribe.transcribe(str(speech_wav2), model)["transcript"]
 
 
+def test_beam_decoder_through_the_api(client, speech_wav2):
+    """The third input picks the decoder; the API's beam transcript is the CLI's --decoder beam one."""
+    pytest.importorskip("asr_core.beam")
+    result = client.predict(handle_file(str(speech_wav2)), "rnn", "beam", api_name="/transcribe")
+    assert result[0] == transcribe.transcribe(str(speech_wav2), "rnn", "beam")["transcript"]
+
+
 def test_the_model_argument_defaults_to_the_best_model(client, speech_wav2):
     result = client.predict(handle_file(str(speech_wav2)), api_name="/transcribe")
     assert result[0] == transcribe.transcribe(str(speech_wav2), pipeline.default_model())["transcript"]
