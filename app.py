@@ -52,11 +52,11 @@ def analyse(audio_path: str | None, model_name: str | None = None, decoder: str 
     """Analyse one clip. Returns the transcript FIRST (the /transcribe API result), then every panel.
     decoder "beam" changes only the transcript (prefix beam search + LM); the panels show the greedy path."""
     if not audio_path:
-        raise gr.Error(NO_AUDIO)
+        raise gr.Error(NO_AUDIO, print_exception=False)
     try:
         a = pipeline.transcribe_file(audio_path, model_name or None)
     except AudioError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(str(e), print_exception=False) from None  # the user's clip, not a bug: no traceback
     except Exception:
         logging.exception("analysis failed for %s", audio_path)
         raise gr.Error("Something went wrong while analysing this clip; please try another one.") from None

@@ -6,6 +6,7 @@ file path as one argument (never through a shell).
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 0.1        # shorter than this is too short to hear anything
 SILENCE_RMS = 1e-4       # below this RMS (full scale = 1.0) a clip counts as silent
+CLIPPED_SHARE = 0.002    # more samples than this share sitting at the peak: flat tops, a clipped recording
 MAX_SECONDS = 20 * 60    # longest clip accepted (long clips are analysed in chunks, see longform.py)
 FFMPEG_TIMEOUT_S = 60
 
@@ -65,6 +67,12 @@ def _decode_ffmpeg(path: str) -> tuple[np.ndarray, int]:
     return data, SAMPLE_RATE
 
 
+@functools.lru_cache(maxsize=16)
+def resampler(orig: int, new: int = SAMPLE_RATE) -> torchaudio.transforms.Resample:
+    """torchaudio's windowed-sinc resampler, its kernel computed once per pair of rates (not per clip)."""
+    return torchaudio.transforms.Resample(orig, new)
+
+
 def _too_long(seconds: float) -> AudioError:
     return AudioError(f"The clip is {seconds / 60:.1f} minutes long; the limit is {MAX_SECONDS // 60} minutes. "
                       "Please upload a shorter recording.")
@@ -82,6 +90,12 @@ def read_file(path: str) -> tuple[np.ndarray, int]:
         return sf.read(path, always_2d=False)
     except Exception:
         return _decode_ffmpeg(path)
+
+
+def _clipped(data: np.ndarray) -> bool:
+    peak = float(np.abs(data).max())
+    at_peak = int(np.count_nonzero(np.abs(data) >= 0.999 * peak))
+    return peak > 0 and at_peak >= max(10, CLIPPED_SHARE * len(data))
 
 
 def prepare(data, rate: int) -> Clip:
@@ -108,10 +122,13 @@ def prepare(data, rate: int) -> Clip:
         raise _too_long(len(data) / rate)
     if len(data) / rate < MIN_SECONDS:
         raise AudioError(f"The clip is only {1000 * len(data) / rate:.0f} ms long; please record at least half a second.")
+    if _clipped(data):
+        notes.append("The recording is clipped (too loud: its peaks are cut flat), which blurs the sounds; "
+                     "lower the input level or move away from the microphone.")
     data = data - data.mean()  # remove any DC offset
     wave = torch.from_numpy(data.astype(np.float32))
     if rate != SAMPLE_RATE:
-        wave = AF.resample(wave, rate, SAMPLE_RATE)
+        wave = resampler(rate)(wave)
     samples = wave.numpy()
     if float(np.sqrt(np.mean(samples**2))) < SILENCE_RMS:
         raise AudioError("The clip is silent. Check that the microphone is on, then try again.")

@@ -88,7 +88,7 @@ def step(chunk, stream: Stream | None, model_name: str):
             stream = Stream(model_name)
         stream.push(samples, rate)
     except ValueError as e:  # a bidirectional model was asked for
-        raise gr.Error(str(e)) from None
+        raise gr.Error(str(e), print_exception=False) from None
     except Exception:
         logging.exception("live chunk failed")
         raise gr.Error("Live transcription failed on this chunk; stop and start recording again.") from None

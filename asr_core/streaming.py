@@ -27,7 +27,7 @@ import torch
 import torchaudio.functional as AF
 
 from . import ctc, features, models
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, resampler
 from .vocab import NUM_CLASSES
 
 HOP = features.HOP_LENGTH
@@ -51,8 +51,7 @@ class Resampler:
         """Outputs out_next .. upto-1 from a resample of the buffer; then drop input no longer needed."""
         if upto <= self.out_next:
             return np.zeros(0, np.float32)
-        y = self.buf if self.orig == self.new else \
-            AF.resample(torch.from_numpy(self.buf), self.orig, self.new).numpy()
+        y = self.buf if self.orig == self.new else resampler(self.orig, self.new)(torch.from_numpy(self.buf)).numpy()
         first = self.buf_start // self.o * self.n  # global index of y[0]
         out = y[self.out_next - first:upto - first]
         self.out_next = upto
