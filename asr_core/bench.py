@@ -1,0 +1,249 @@
+"""How fast is each stage, and how much memory does the app need?
+
+    python -m asr_core.bench            # table: 1, 10 and 30 s clips x every shipped model
+    python -m asr_core.bench --json     # the same figures as JSON
+    python -m asr_core.bench --seconds 1 --models rnn --repeat 1 --no-server   # a quick look
+
+Per clip and model it times: decode + resample (a 44.1 kHz 16-bit WAV, as many uploads are), MFCC,
+the model, CTC decoding (greedy, and prefix beam search with the shipped LM), and the figures of the
+page (asr_core.views). Each stage runs `--repeat` times and the median is kept; the model's
+speed is also given as a multiple of real time (audio seconds per second of compute). Then the
+cold start: the time from starting `python app.py` until it answers HTTP, and the server's peak
+resident memory after it has analysed the longest clip. If the pocketsphinx package is installed,
+its transcription of the same clips is timed too, for comparison.
+
+Targets (reported, never asserted): a 10 s clip fully analysed, figures included, in <= 0.3 s;
+the model at >= 200x real time; cold start <= 10 s; peak memory <= 1 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from . import audio, beam, ctc, features, models, pipeline, views
+from .examples import synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = ("speech recognition turns sound into text one frame at a time and the network has to "
+        "decide which letter it hears every ten milliseconds")
+UPLOAD_RATE = 44_100
+TARGETS = {"analyse_10s_s": 0.3, "model_x_realtime": 200, "cold_start_s": 10, "peak_rss_mb": 1024}
+
+
+def make_clip(seconds: float, folder: Path) -> Path:
+    """`seconds` of synthesized speech (the sentence repeated) as a 44.1 kHz 16-bit WAV."""
+    data, rate = synthesize("espeak:en-us", TEXT)
+    wave = AF.resample(torch.as_tensor(data, dtype=torch.float32), rate, UPLOAD_RATE).numpy()
+    n = int(seconds * UPLOAD_RATE)
+    wave = np.tile(wave, n // len(wave) + 1)[:n]
+    path = folder / f"bench_{seconds:g}s.wav"
+    sf.write(path, 0.9 * wave / np.abs(wave).max(), UPLOAD_RATE, subtype="PCM_16")
+    return path
+
+
+def timed(fn, repeat: int):
+    """(result of the last call, median seconds over `repeat` calls after one untimed warm-up call).
+
+    The warm-up takes what a server does once per process (loading the LM, plotly's templates)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, statistics.median(times)
+
+
+def all_views(a) -> None:
+    """Every figure the main tab draws for one analysis."""
+    views.info_markdown(a)
+    views.lengths_figure(a)
+    views.detail_views(a)
+
+
+def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_search: bool) -> dict:
+    clip, t_decode = timed(lambda: audio.load(str(path)), repeat)
+    feats, t_mfcc = timed(lambda: features.mfcc(clip.samples), repeat)
+    if seconds > 30 or model_name not in models.available():
+        raise ValueError("bench clips are at most 30 s (the one-pass path) and use shipped models")
+    log_probs, t_model = timed(lambda: pipeline.run_model(model_name, feats), repeat)
+    _, t_greedy = timed(lambda: ctc.greedy(log_probs), repeat)
+    row = {"seconds": seconds, "model": model_name, "decode_s": t_decode, "mfcc_s": t_mfcc,
+           "model_s": t_model, "greedy_s": t_greedy}
+    if beam_search:
+        _, row["beam_s"] = timed(lambda: beam.decode(log_probs, "beam", model_name), repeat)
+    a = pipeline.Analysis(clip, model_name, feats.numpy(), log_probs, ctc.greedy(log_probs))
+    _, row["views_s"] = timed(lambda: all_views(a), repeat)
+    row["analyse_s"] = t_decode + t_mfcc + t_model + t_greedy + row["views_s"]
+    row["model_x_realtime"] = seconds / t_model
+    row["analyse_x_realtime"] = seconds / row["analyse_s"]
+    return row
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    """Peak resident memory of a running process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_server(clip: Path, timeout_s: float = 180) -> dict:
+    """Cold start of `python app.py` until it answers; then its peak memory after one analysis."""
+    port = _free_port()
+    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               GRADIO_ANALYTICS_ENABLED="False")
+    url = f"http://127.0.0.1:{port}/"
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.perf_counter() - start > timeout_s:
+                    return {"cold_start_s": None, "server_error": f"app.py did not answer (exit {proc.poll()})"}
+                time.sleep(0.1)
+        cold = time.perf_counter() - start
+        result = {"cold_start_s": cold, "server_rss_after_start_mb": _vm_hwm_mb(proc.pid)}
+        from gradio_client import Client, handle_file
+        client = Client(url, verbose=False)
+        t0 = time.perf_counter()
+        client.predict(handle_file(str(clip)), api_name="/transcribe")
+        result["first_request_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        client.predict(handle_file(str(clip)), api_name="/transcribe")
+        result["warm_request_s"] = time.perf_counter() - t0
+        result["server_peak_rss_mb"] = _vm_hwm_mb(proc.pid)
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_pocketsphinx(paths: dict[float, Path]) -> dict | None:
+    """Seconds pocketsphinx (if installed, with its bundled en-us model) takes per clip."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        return None
+    decoder = Decoder(loglevel="FATAL")
+    out = {}
+    for seconds, path in paths.items():
+        clip = audio.load(str(path))
+        pcm = (np.clip(clip.samples, -1, 1) * 32767).astype(np.int16).tobytes()
+        start = time.perf_counter()
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        out[seconds] = time.perf_counter() - start
+    return out
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "gpu": torch.cuda.is_available(),
+            "load_average_1min": os.getloadavg()[0]}
+
+
+def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp:
+        paths = {s: make_clip(s, Path(tmp)) for s in seconds_list}
+        for name in model_names:  # load (and warm up) each model once: that cost is the cold start's
+            pipeline.run_model(name, features.mfcc(np.zeros(audio.SAMPLE_RATE, np.float32)))
+        rows = [bench_clip(paths[s], s, name, repeat, beam_search) for s in seconds_list for name in model_names]
+        result = {"machine": machine(), "targets": TARGETS, "clips": rows}
+        sphinx = bench_pocketsphinx(paths)
+        if sphinx is not None:
+            result["pocketsphinx_s"] = sphinx
+        result["bench_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if server:
+            result["server"] = bench_server(paths[max(paths)])
+    return result
+
+
+def _ms(x) -> str:
+    return "—" if x is None else f"{1000 * x:8.1f}"
+
+
+def table(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} threads, "
+             f"GPU: {'yes' if m['gpu'] else 'no'}; load average {m['load_average_1min']:.1f} when it started", "",
+             "clip   model  decode+resample  MFCC   model   greedy    beam   views | analysis  model xRT  total xRT",
+             "  s             ms               ms     ms      ms        ms     ms    |  ms"]
+    for c in r["clips"]:
+        lines.append(f"{c['seconds']:4g}  {c['model']:>5}  {_ms(c['decode_s'])}  {_ms(c['mfcc_s'])} {_ms(c['model_s'])}"
+                     f" {_ms(c['greedy_s'])} {_ms(c.get('beam_s'))} {_ms(c['views_s'])} | {_ms(c['analyse_s'])}"
+                     f"  {c['model_x_realtime']:8.0f}x  {c['analyse_x_realtime']:8.1f}x")
+    sphinx = r.get("pocketsphinx_s")
+    if sphinx:
+        lines.append("")
+        for s, t in sphinx.items():
+            ours = min(c["analyse_s"] for c in r["clips"] if c["seconds"] == s)
+            lines.append(f"pocketsphinx {s:g} s clip: {_ms(t)} ms  (fastest full analysis here: {_ms(ours)} ms, "
+                         f"ratio {t / ours:.1f})")
+    lines.append("")
+    lines.append(f"peak memory of this benchmark process: {r['bench_peak_rss_mb']:.0f} MB")
+    if "server" in r:
+        s = r["server"]
+        if s.get("cold_start_s") is None:
+            lines.append(f"server: {s.get('server_error')}")
+        else:
+            lines.append(f"cold start (python app.py until it answers): {s['cold_start_s']:.1f} s; "
+                         f"first request {s['first_request_s']:.2f} s, next {s['warm_request_s']:.2f} s; "
+                         f"server peak memory {s['server_peak_rss_mb']:.0f} MB")
+    t = r["targets"]
+    lines.append(f"targets: 10 s clip analysed <= {t['analyse_10s_s']} s; model >= {t['model_x_realtime']}x real time; "
+                 f"cold start <= {t['cold_start_s']} s; memory <= {t['peak_rss_mb']} MB")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    p.add_argument("--seconds", type=float, nargs="+", default=[1, 10, 30], help="clip lengths (at most 30)")
+    p.add_argument("--models", nargs="+", default=None, help="default: every shipped model")
+    p.add_argument("--repeat", type=int, default=3, help="runs per stage; the median is kept")
+    p.add_argument("--no-server", action="store_true", help="skip the cold start of app.py")
+    p.add_argument("--no-beam", action="store_true", help="skip the beam search")
+    args = p.parse_args(argv)
+    if any(s <= 0 or s > 30 for s in args.seconds):
+        p.error("--seconds must be in (0, 30]")
+    names = args.models or models.available()
+    r = run(args.seconds, names, max(1, args.repeat), not args.no_server, not args.no_beam)
+    print(json.dumps(r, indent=2) if args.json else table(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
