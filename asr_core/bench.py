@@ -175,16 +175,16 @@ def machine() -> dict:
             "load_average_1min": os.getloadavg()[0]}
 
 
-def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool) -> dict:
+def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool, sphinx: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp:
         paths = {s: make_clip(s, Path(tmp)) for s in seconds_list}
         for name in model_names:  # load (and warm up) each model once: that cost is the cold start's
             pipeline.run_model(name, features.mfcc(np.zeros(audio.SAMPLE_RATE, np.float32)))
         rows = [bench_clip(paths[s], s, name, repeat, beam_search) for s in seconds_list for name in model_names]
         result = {"machine": machine(), "targets": TARGETS, "clips": rows}
-        sphinx = bench_pocketsphinx(paths)
-        if sphinx is not None:
-            result["pocketsphinx_s"] = sphinx
+        sphinx_s = bench_pocketsphinx(paths) if sphinx else None
+        if sphinx_s is not None:
+            result["pocketsphinx_s"] = sphinx_s
         result["bench_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if server:
             result["server"] = bench_server(paths[max(paths)])
@@ -236,11 +236,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per stage; the median is kept")
     p.add_argument("--no-server", action="store_true", help="skip the cold start of app.py")
     p.add_argument("--no-beam", action="store_true", help="skip the beam search")
+    p.add_argument("--no-pocketsphinx", action="store_true", help="skip the pocketsphinx comparison")
     args = p.parse_args(argv)
     if any(s <= 0 or s > 30 for s in args.seconds):
         p.error("--seconds must be in (0, 30]")
     names = args.models or models.available()
-    r = run(args.seconds, names, max(1, args.repeat), not args.no_server, not args.no_beam)
+    r = run(args.seconds, names, max(1, args.repeat), not args.no_server, not args.no_beam, not args.no_pocketsphinx)
     print(json.dumps(r, indent=2) if args.json else table(r))
     return 0
 

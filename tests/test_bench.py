@@ -1,0 +1,39 @@
+"""`python -m asr_core.bench` runs and reports every figure (a tiny run; timings are never asserted)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["decode_s", "mfcc_s", "model_s", "greedy_s", "beam_s", "views_s", "analyse_s", "model_x_realtime"]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "asr_core.bench", "--seconds", "1", "--models", "rnn", "--repeat", "1",
+           "--no-server", "--no-pocketsphinx", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_json_has_every_stage():
+    r = bench("--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    (row,) = out["clips"]
+    assert row["seconds"] == 1 and row["model"] == "rnn"
+    for key in STAGES:
+        assert row[key] > 0, key
+    assert out["bench_peak_rss_mb"] > 0 and out["machine"]["cores"] >= 1
+    assert set(out["targets"]) == {"analyse_10s_s", "model_x_realtime", "cold_start_s", "peak_rss_mb"}
+
+
+def test_table():
+    r = bench("--no-beam")
+    assert r.returncode == 0, r.stderr
+    assert "decode+resample" in r.stdout and "model xRT" in r.stdout and "peak memory" in r.stdout
+    assert "   1    rnn" in r.stdout
+
+
+def test_rejects_long_clips():
+    r = subprocess.run([sys.executable, "-m", "asr_core.bench", "--seconds", "45"], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "--seconds" in r.stderr
