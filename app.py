@@ -23,6 +23,7 @@ import logging
 import math
 
 import gradio as gr
+import torch
 
 from asr_core import beam, examples, live_tab, longform, pipeline, teaching_tabs, views
 from asr_core.audio import AudioError
@@ -133,6 +134,7 @@ with gr.Blocks(title="RNN speech lab") as demo:
                          api_visibility="private")
 
 demo.queue(default_concurrency_limit=2)  # 2 CPU cores: two analyses at a time, the rest wait in line
+torch.set_num_threads(1)  # one core per analysis: two requests with 2 threads each oversubscribe the cores (30x slower measured)
 LAUNCH_KWARGS = dict(theme=THEME, css=CSS, max_file_size="50mb")
 
 if __name__ == "__main__":
