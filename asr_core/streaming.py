@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from . import ctc, features, models
+from . import features, models
 from .audio import SAMPLE_RATE, resampler
-from .vocab import NUM_CLASSES
+from .vocab import BLANK, NUM_CLASSES, decode
 
 HOP = features.HOP_LENGTH
 MARGIN_FRAMES = 2           # 2 hops = 320 samples > half the 512-sample FFT window
@@ -151,6 +151,8 @@ class Stream:
         self.norm = norm or RunningNorm()
         self.hidden = None
         self.log_probs = np.zeros((0, NUM_CLASSES), np.float32)
+        self.labels: list[int] = []   # the greedy transcript so far, collapsed as frames arrive
+        self._last = BLANK
         self.seconds_in = 0.0
         self.last_latency_s = 0.0
 
@@ -161,6 +163,10 @@ class Stream:
         h, self.hidden = self.model.rnn(self.norm(raw)[None], self.hidden)
         lp = self.model.fc(h)[0].log_softmax(-1).numpy()
         self.log_probs = np.concatenate([self.log_probs, lp])
+        for c in lp.argmax(axis=1).tolist():  # CTC collapse, carried across chunks: merge repeats, drop blanks
+            if c != self._last and c != BLANK:
+                self.labels.append(c)
+            self._last = c
         return lp
 
     def push(self, samples, rate: int) -> np.ndarray:
@@ -187,7 +193,7 @@ class Stream:
 
     @property
     def text(self) -> str:
-        return ctc.greedy(self.log_probs).text if len(self.log_probs) else ""
+        return decode(self.labels)
 
     @property
     def frames(self) -> int:

@@ -1,4 +1,6 @@
 """The Live tab's handlers, fed chunks exactly as Gradio delivers a streaming microphone: (rate, int16 array)."""
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -9,15 +11,17 @@ import torchaudio.functional as AF
 
 from asr_core import live_tab, models
 
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
 
 @pytest.fixture(scope="module")
 def browser_chunks(speech_wav):
-    """The speech at 48 kHz int16, cut in half-second chunks as the browser sends them."""
+    """The speech at 48 kHz int16, cut in 0.1 s chunks as Gradio's browser recorder sends them."""
     data, rate = sf.read(speech_wav, dtype="float32")
     x = AF.resample(torch.from_numpy(data), rate, 48_000).numpy()
     x = x + 1e-2 * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
     pcm = (0.5 * x / np.abs(x).max() * 32767).astype(np.int16)
-    step = int(48_000 * live_tab.STREAM_EVERY)
+    step = 4_800
     return [(48_000, pcm[i:i + step]) for i in range(0, len(pcm), step)]
 
 
@@ -28,12 +32,19 @@ def test_only_causal_models_are_offered():
 
 
 def test_a_session_streams_and_finishes(browser_chunks):
-    state, frames = None, []
+    state, frames, figures = None, [], []
     for chunk in browser_chunks:
         state, text, fig, stats = live_tab.step(chunk, state, "gru")
         frames.append(state.frames)
-        assert isinstance(text, str) and isinstance(fig, go.Figure) and "ms" in stats
+        assert isinstance(text, str) and "ms" in stats
+        if isinstance(fig, go.Figure):
+            figures.append((state.seconds_in, fig))
     assert frames == sorted(frames) and frames[0] > 0          # the output grows chunk by chunk
+    # The heatmap is redrawn for the first chunk and then every FIGURE_EVERY seconds of audio, not every chunk.
+    drawn_at = [t for t, _ in figures]
+    assert drawn_at[0] == pytest.approx(0.1)
+    assert all(0.999 * live_tab.FIGURE_EVERY <= b - a < live_tab.FIGURE_EVERY + 0.11 for a, b in zip(drawn_at, drawn_at[1:]))
+    fig = figures[-1][1]
     heard = sum(len(c[1]) for c in browser_chunks) / 48_000
     assert state.seconds_in == pytest.approx(heard)
     heat = fig.data[0]
@@ -59,3 +70,37 @@ def test_empty_chunk_and_reset():
     assert live_tab.step(None, None, "gru")[0] is None
     state, text, fig, stats = live_tab.reset()
     assert state is None and text == "" and "Waiting" in stats
+
+
+def test_live_tab_in_the_browser(app_server, fake_mic_wav):
+    """Chromium's fake microphone plays speech into the Live tab: the stats, heatmap and transcript update
+    while it records, and stopping ends the session."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={fake_mic_wav}"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.grant_permissions(["microphone"])
+            page = context.new_page()
+            page.set_default_timeout(300_000)
+            page.goto(app_server)
+            page.get_by_role("tab", name="Live").click()
+            stats = page.locator("#live-stats")
+            assert "Waiting" in stats.inner_text()
+            page.get_by_role("button", name="Record", exact=True).filter(visible=True).click()
+            page.wait_for_function("() => /heard \\*?\\*?[1-9]/.test(document.querySelector('#live-stats').innerText)")
+            first = stats.inner_text()
+            page.wait_for_timeout(2500)
+            later = stats.inner_text()
+            assert later != first and "ms" in later            # it keeps updating while recording
+            assert page.locator(".js-plotly-plot").filter(visible=True).count() >= 1
+            page.get_by_role("button", name="Stop", exact=True).filter(visible=True).click()
+            page.wait_for_function("() => document.querySelector('#live-stats').innerText.includes('stopped')")
+            text = page.locator("#live-transcript textarea").input_value()
+            assert isinstance(text, str)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser_live.png"), full_page=True)
+        finally:
+            browser.close()
