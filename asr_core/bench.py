@@ -187,7 +187,7 @@ def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool,
             result["pocketsphinx_s"] = sphinx_s
         result["bench_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if server:
-            result["server"] = bench_server(paths[max(paths)])
+            result["server"] = bench_server(paths.get(10, paths[max(paths)]))
     return result
 
 
@@ -209,8 +209,8 @@ def table(r: dict) -> str:
     if sphinx:
         lines.append("")
         for s, t in sphinx.items():
-            ours = min(c["analyse_s"] for c in r["clips"] if c["seconds"] == s)
-            lines.append(f"pocketsphinx {s:g} s clip: {_ms(t)} ms  (fastest full analysis here: {_ms(ours)} ms, "
+            ours = min(c["analyse_s"] for c in r["clips"] if c["seconds"] == float(s))
+            lines.append(f"pocketsphinx {float(s):g} s clip: {_ms(t)} ms  (fastest full analysis here: {_ms(ours)} ms, "
                          f"ratio {t / ours:.1f})")
     lines.append("")
     lines.append(f"peak memory of this benchmark process: {r['bench_peak_rss_mb']:.0f} MB")
