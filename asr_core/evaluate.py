@@ -105,7 +105,7 @@ def score(model_name: str, items: list[tuple[torch.Tensor, str]], decoders=("gre
             opts = beam.settings(model_name)
             hyps[decoder] = [beam.beam_search(lp, **opts)[0].text for lp in lps]
             metrics[decoder] = {**error_rates(refs, hyps[decoder]), "beam": opts["beam"], "alpha": opts["alpha"],
-                                "beta": opts["beta"], "lm": lm.LM_FILE.name if opts["lm"] is not None else None}
+                                "beta": opts["beta"], "lm": lm.LM_FILE.name if opts["lm"] is not None and opts["alpha"] else None}
     return metrics, hyps
 
 
@@ -167,7 +167,8 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
 
 
 def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
-    """Grid-search alpha and beta for `model_name` on the dev set; store the best in assets/lm/config.json."""
+    """Grid-search alpha and beta for `model_name` on the dev set (lowest CER + WER); store them in
+    assets/lm/config.json."""
     language_model = lm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
@@ -181,7 +182,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
             hyps = [beam.beam_search(lp, beam=width, lm=language_model, alpha=alpha, beta=beta)[0].text for lp in lps]
             grid.append((error_rates(refs, hyps), alpha, beta))
             print(f"alpha {alpha:<5} beta {beta:<4} CER {grid[-1][0]['cer']:.4f} WER {grid[-1][0]['wer']:.4f}", flush=True)
-    best, alpha, beta = min(grid, key=lambda g: (g[0]["cer"], g[0]["wer"]))
+    best, alpha, beta = min(grid, key=lambda g: g[0]["cer"] + g[0]["wer"])  # both rates count
     cfg = lm.config()
     cfg.setdefault("models", {})
     cfg["models"][model_name] = {"alpha": alpha, "beta": beta, "dev": {
