@@ -197,6 +197,11 @@ def main(argv=None) -> None:
         save_checkpoint(ckpt, model, opt, {**state, "torch_rng": torch.get_rng_state().tolist()})
 
     t_start, t_ckpt = time.time() - state["seconds"], time.time()
+    run_start, run_hours, run_eval_s = time.time(), state["audio_hours"], 0.0  # this run only (resumes too)
+
+    def run_speed() -> float:
+        """Hours of audio trained on per wall-clock minute in this process, measuring time excluded."""
+        return (state["audio_hours"] - run_hours) / max(1e-9, (time.time() - run_start - run_eval_s) / 60)
     stop = False
     net.train()
     while state["epoch"] < args.epochs and not stop:
@@ -219,13 +224,14 @@ def main(argv=None) -> None:
             state["batch"] = bi + 1
             state["audio_hours"] += float(xl.sum()) * world / 100 / 3600
             state["seconds"] = time.time() - t_start
-            rate = state["audio_hours"] / (state["seconds"] / 60)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}",
-                            speed=f"{rate:.2f} h audio/min", refresh=False)
+                            speed=f"{run_speed():.2f} h audio/min", refresh=False)
             bar.update(1)
             if rank == 0 and time.time() - t_ckpt > args.checkpoint_minutes * 60:
+                t_eval = time.time()
                 measure(epoch + state["batch"] / len(batches), loss)
                 t_ckpt = time.time()
+                run_eval_s += t_ckpt - t_eval
             if (args.max_minutes and state["seconds"] > args.max_minutes * 60) or \
                     (args.max_steps and state["step"] >= args.max_steps):
                 stop = True
@@ -249,6 +255,7 @@ def main(argv=None) -> None:
                 "steps": state["step"], "audio_hours_seen": round(state["audio_hours"], 1),
                 "minutes": round(state["seconds"] / 60, 1),
                 "speed_audio_hours_per_minute": round(state["audio_hours"] / max(1e-9, state["seconds"] / 60), 2),
+                "speed_last_run_audio_hours_per_minute": round(run_speed(), 2),
                 "hardware": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                             f"{torch.get_num_threads()} threads, device {device}, world {world}",
                 "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
