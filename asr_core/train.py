@@ -188,6 +188,7 @@ def main(argv=None) -> None:
 
     def measure(epoch: float, loss) -> None:
         """A point of the learning curve (greedy CER on held-out speakers), then a checkpoint."""
+        t0 = time.time()
         point = {"epoch": round(epoch, 3), "step": state["step"], "audio_hours": round(state["audio_hours"], 2),
                  "minutes": round(state["seconds"] / 60, 1), "loss": round(loss.item(), 4)}
         for n, fs in evals.items():
@@ -195,13 +196,15 @@ def main(argv=None) -> None:
         state["curve"].append(point)
         print(json.dumps(point), flush=True)
         save_checkpoint(ckpt, model, opt, {**state, "torch_rng": torch.get_rng_state().tolist()})
+        run["measuring"] += time.time() - t0
 
     t_start, t_ckpt = time.time() - state["seconds"], time.time()
-    run_start, run_hours, run_eval_s = time.time(), state["audio_hours"], 0.0  # this run only (resumes too)
+    run = {"start": time.time(), "hours": state["audio_hours"], "measuring": 0.0}  # this process only
 
     def run_speed() -> float:
         """Hours of audio trained on per wall-clock minute in this process, measuring time excluded."""
-        return (state["audio_hours"] - run_hours) / max(1e-9, (time.time() - run_start - run_eval_s) / 60)
+        minutes = (time.time() - run["start"] - run["measuring"]) / 60
+        return (state["audio_hours"] - run["hours"]) / max(1e-9, minutes)
     stop = False
     net.train()
     while state["epoch"] < args.epochs and not stop:
@@ -228,10 +231,8 @@ def main(argv=None) -> None:
                             speed=f"{run_speed():.2f} h audio/min", refresh=False)
             bar.update(1)
             if rank == 0 and time.time() - t_ckpt > args.checkpoint_minutes * 60:
-                t_eval = time.time()
                 measure(epoch + state["batch"] / len(batches), loss)
                 t_ckpt = time.time()
-                run_eval_s += t_ckpt - t_eval
             if (args.max_minutes and state["seconds"] > args.max_minutes * 60) or \
                     (args.max_steps and state["step"] >= args.max_steps):
                 stop = True
