@@ -12,6 +12,14 @@ alignments reach the same text their probabilities add up. At each frame a prefi
 A character language model (asr_core.lm) can join in: the score of a prefix y is
     log P_ctc(y | audio) + alpha * log P_lm(y) + beta * len(y)
 alpha weighs the LM, beta is a bonus per character that offsets the LM's cost of every extra letter.
+
+A word language model (asr_core.wordlm) adds knowledge of whole words. The character LM finds "hause"
+almost as English as "house"; the word model has seen "house" and never "hause". Each time a prefix
+completes a word (it grows by a space, or the utterance ends) the score gains
+    gamma * log P_word(word | the words before it)
+and an out-of-vocabulary word is scored as P_word(<unk> | ...) plus the log-probability `oov` (< 0), so
+unknown words are penalized but still possible. At the end of the utterance the word model's end of
+sentence is added too. With gamma = 0 the search is exactly the character-LM search above.
 """
 from __future__ import annotations
 
@@ -21,18 +29,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import ctc, lm as lm_module
+from . import ctc, lm as lm_module, wordlm as wordlm_module
 from .vocab import BLANK, LABELS, decode as decode_ids
 
 _INDEX = {ch: i for i, ch in enumerate(LABELS) if i != BLANK}
+SPACE = _INDEX[" "]
 
 
 @dataclass(frozen=True)
 class Hypothesis:
     labels: tuple[int, ...]
-    score: float      # acoustic + alpha * lm + beta * len(labels): what the search ranks by
+    score: float      # acoustic + alpha * lm + beta * len(labels) + gamma * word: what the search ranks by
     acoustic: float   # log P_ctc(labels | audio), summed over the alignments the search kept
     lm: float         # log P_lm(text) including the end of sentence (natural log); 0.0 without an LM
+    word: float = 0.0  # log P_word(words) + oov per unknown word, with the end of sentence; 0.0 without one
 
     @property
     def text(self) -> str:
@@ -41,7 +51,8 @@ class Hypothesis:
 
 def beam_search(log_probs, beam: int = 16, lm: lm_module.CharLM | None = None, alpha: float = 0.0,
                 beta: float = 0.0, nbest: int | None = None, prune_blank: float = 0.999,
-                prune_char: float = 1e-3) -> list[Hypothesis]:
+                prune_char: float = 1e-3, word_lm: wordlm_module.WordLM | None = None, gamma: float = 0.0,
+                oov: float = -3.0) -> list[Hypothesis]:
     """(T, 29) log-probabilities -> up to `nbest` (default: beam) hypotheses, best score first.
 
     Pruning (set prune_blank=1, prune_char=0 for an exact search): a frame whose blank probability is
@@ -56,6 +67,9 @@ def beam_search(log_probs, beam: int = 16, lm: lm_module.CharLM | None = None, a
     length = np.array([0])
     lm_score = np.array([0.0])            # log P_lm(prefix), without the end of sentence
     lm_next = _lm_rows(lm, prefixes)      # (B, 29) log P_lm(next symbol | prefix); zeros without an LM
+    word_score = np.array([0.0])          # log P_word(completed words) (+ oov once a spelling is unknown)
+    word_rows = _WordRows(word_lm, oov)
+    word_next = word_rows(prefixes)       # (B, 29) what each next symbol adds to word_score
     log_floor = np.log(prune_char) if prune_char > 0 else neg_inf
 
     for row in lp:
@@ -79,8 +93,10 @@ def beam_search(log_probs, beam: int = 16, lm: lm_module.CharLM | None = None, a
         ext[i, k] = neg_inf
         # rank the prefixes that stay and the new ones together; keep the best `beam`
         ext_lm = lm_score[:, None] + lm_next[:, chars]
-        scores = np.concatenate([np.logaddexp(stay_b, stay_nb) + alpha * lm_score + beta * length,
-                                 (ext + alpha * ext_lm + beta * (length[:, None] + 1)).ravel()])
+        ext_word = word_score[:, None] + word_next[:, chars]
+        stay_score = np.logaddexp(stay_b, stay_nb) + alpha * lm_score + beta * length + gamma * word_score
+        ext_score = ext + alpha * ext_lm + beta * (length[:, None] + 1) + gamma * ext_word
+        scores = np.concatenate([stay_score, ext_score.ravel()])
         top = np.argsort(-scores, kind="stable")[:beam]
         top = top[np.isfinite(scores[top])]
         stays, grows = top[top < len(prefixes)], top[top >= len(prefixes)] - len(prefixes)
@@ -93,13 +109,16 @@ def beam_search(log_probs, beam: int = 16, lm: lm_module.CharLM | None = None, a
         length = np.concatenate([length[stays], length[gi] + 1])
         lm_score = np.concatenate([lm_score[stays], ext_lm[gi, gk]])
         lm_next = np.concatenate([lm_next[stays], _lm_rows(lm, grown)])
+        word_score = np.concatenate([word_score[stays], ext_word[gi, gk]])
+        word_next = np.concatenate([word_next[stays], word_rows(grown)])
 
     acoustic = np.logaddexp(pb, pnb)
     lm_total = lm_score + lm_next[:, 0] if lm is not None else lm_score  # column 0 is the end of sentence
-    scores = acoustic + alpha * lm_total + beta * length
+    word_total = word_score + word_next[:, 0]  # the last word and the end of sentence
+    scores = acoustic + alpha * lm_total + beta * length + gamma * word_total
     order = np.argsort(-scores, kind="stable")[:nbest or beam]
     return [Hypothesis(tuple(_INDEX[ch] for ch in prefixes[n]), float(scores[n]), float(acoustic[n]),
-                       float(lm_total[n])) for n in order]
+                       float(lm_total[n]), float(word_total[n])) for n in order]
 
 
 def _lm_rows(lm, prefixes: list[str]) -> np.ndarray:
@@ -108,6 +127,45 @@ def _lm_rows(lm, prefixes: list[str]) -> np.ndarray:
     if not prefixes:
         return np.zeros((0, len(LABELS)))
     return np.stack([lm.next_log_probs(p) for p in prefixes])
+
+
+class _WordRows:
+    """For each prefix, a (29,) row: what growing it by each symbol adds to its word score (column 0:
+    ending the utterance there). Cached per prefix. All zeros without a word LM.
+      - a space completes the unfinished word w: log P_word(w | the words before it), plus `oov` if w
+        is not in the vocabulary;
+      - a letter that takes the unfinished word off every vocabulary spelling ("hau" + "z") costs `oov`
+        right away (paid once: the word's completion then only adds log P_word(<unk> | ...));
+      - the end of the utterance completes the last word and adds log P_word(end of sentence | words)."""
+
+    def __init__(self, word_lm: wordlm_module.WordLM | None, oov: float):
+        self.word_lm, self.oov, self._cache = word_lm, oov, {}
+        self._leaving: dict[str, list[int]] = {}  # continuations -> the letters' columns that are not in them
+
+    def __call__(self, prefixes: list[str]) -> np.ndarray:
+        if self.word_lm is None:
+            return np.zeros((len(prefixes), len(LABELS)))
+        for p in prefixes:
+            if p not in self._cache:
+                self._cache[p] = self._row(p)
+        return np.array([self._cache[p] for p in prefixes]).reshape(len(prefixes), len(LABELS))
+
+    def _row(self, prefix: str) -> np.ndarray:
+        wlm, oov = self.word_lm, self.oov
+        *before, word = prefix.split(" ")
+        history = [w for w in before if w]
+        row = np.zeros(len(LABELS))
+        continues = wlm.continuations(word)  # letters that keep `word` a beginning of some vocabulary word
+        if continues is None:                # already off the vocabulary: its oov was paid
+            row[SPACE] = wlm.log_prob(word, history)
+        else:
+            if continues not in self._leaving:
+                self._leaving[continues] = [_INDEX[c] for c in LABELS[2:] if c not in continues]
+            row[self._leaving[continues]] = oov
+            if word:
+                row[SPACE] = wlm.log_prob(word, history) + (0.0 if word in wlm else oov)
+        row[BLANK] = row[SPACE] + wlm.log_prob(wordlm_module.EOS, history + [word] if word else history)
+        return row
 
 
 def labelling_log_prob(log_probs, labels) -> float:
@@ -122,15 +180,18 @@ def labelling_log_prob(log_probs, labels) -> float:
 
 
 def settings(model: str | None = None) -> dict:
-    """Beam-search keyword arguments: the shipped LM and the alpha/beta/beam tuned for `model`
-    (assets/lm/config.json). Without a shipped LM the search runs on the acoustic scores alone."""
+    """Beam-search keyword arguments: the shipped LMs and the alpha/beta/gamma/oov/beam tuned for `model`
+    (assets/lm/config.json). Without a shipped LM its weights are 0: the search runs without it."""
     cfg = lm_module.config()
-    chosen = {"beam": cfg["beam"], "alpha": cfg["alpha"], "beta": cfg["beta"]}
+    chosen = {"beam": cfg["beam"], "alpha": cfg["alpha"], "beta": cfg["beta"], "gamma": cfg.get("gamma", 0.0),
+              "oov": cfg.get("oov", -3.0)}
     chosen.update({k: v for k, v in cfg.get("models", {}).get(model, {}).items() if k in chosen})
-    language_model = lm_module.load()
+    language_model, word_model = lm_module.load(), wordlm_module.load()
     if language_model is None:
         chosen.update(alpha=0.0, beta=0.0)
-    return {**chosen, "lm": language_model}
+    if word_model is None:
+        chosen.update(gamma=0.0)
+    return {**chosen, "lm": language_model, "word_lm": word_model}
 
 
 DECODERS = ("greedy", "beam")
@@ -138,7 +199,7 @@ DECODERS = ("greedy", "beam")
 
 def decode(log_probs, decoder: str = "greedy", model: str | None = None, **options) -> str:
     """Transcript of (T, 29) log-probabilities. decoder "greedy": best path; "beam": prefix beam search
-    with the shipped LM and the settings tuned for `model` (keyword options override them)."""
+    with the shipped LMs and the settings tuned for `model` (keyword options override them)."""
     if decoder == "greedy":
         return ctc.greedy(log_probs).text
     if decoder == "beam":

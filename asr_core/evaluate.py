@@ -3,17 +3,19 @@
     python -m asr_core.evaluate --model lstm                      # every held-out set, both decoders
     python -m asr_core.evaluate --model gru --decoder greedy --limit 200
     python -m asr_core.evaluate --model lstm --write-card         # record in assets/models/lstm.json
-    python -m asr_core.evaluate --model lstm --tune               # choose LM weight/bonus on the dev set
+    python -m asr_core.evaluate --model lstm --tune               # choose the LM weights on the dev set
 
 Only held-out data is scored (see HELD_OUT for who was heard in training). The MFCC caches of
 `python -m asr_core.data` are used when present, otherwise features are computed from the audio.
-The beam search's alpha (LM weight) and beta (bonus per character) are tuned with --tune on a DEV set,
-speechocean762 *train* utterances of the speakers in asr_core.lm.dev_speakers() (whose sentences the LM
-never saw), never on a test set; the choice is stored in assets/lm/config.json.
+The beam search's alpha (character LM weight), beta (bonus per character), gamma (word LM weight) and
+oov (log-probability of an unknown word's spelling) are tuned with --tune on a DEV set, speechocean762
+*train* utterances of the speakers in asr_core.lm.dev_speakers() (whose sentences neither LM saw), never
+on a test set; the choice is stored in assets/lm/config.json.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -23,7 +25,7 @@ import jiwer
 import numpy as np
 import torch
 
-from . import audio, beam, ctc, data, features, lm, models, synth
+from . import audio, beam, ctc, data, features, lm, models, synth, wordlm
 from .vocab import decode as decode_ids
 
 HELD_OUT = {  # corpus -> (split, who is in it)
@@ -34,6 +36,8 @@ HELD_OUT = {  # corpus -> (split, who is in it)
 }
 TUNE_ALPHAS = [0.0, 0.3, 0.6, 1.0]
 TUNE_BETAS = [0.0, 0.5, 1.0, 2.0]
+TUNE_GAMMAS = [0.1, 0.2, 0.3, 0.5]
+TUNE_OOVS = [-1.5, -3.0, -6.0]
 
 
 def error_rates(refs: list[str], hyps: list[str]) -> dict:
@@ -104,8 +108,11 @@ def score(model_name: str, items: list[tuple[torch.Tensor, str]], decoders=("gre
         else:
             opts = beam.settings(model_name)
             hyps[decoder] = [beam.beam_search(lp, **opts)[0].text for lp in lps]
+            used = lambda model, weight, path: path.name if model is not None and weight else None
             metrics[decoder] = {**error_rates(refs, hyps[decoder]), "beam": opts["beam"], "alpha": opts["alpha"],
-                                "beta": opts["beta"], "lm": lm.LM_FILE.name if opts["lm"] is not None and opts["alpha"] else None}
+                                "beta": opts["beta"], "lm": used(opts["lm"], opts["alpha"], lm.LM_FILE),
+                                "gamma": opts["gamma"], "oov": opts["oov"],
+                                "word_lm": used(opts["word_lm"], opts["gamma"], wordlm.WORD_LM_FILE)}
     return metrics, hyps
 
 
@@ -147,7 +154,8 @@ def table(model_name: str, results: dict) -> str:
     if any("beam" in r for r in results.values()):
         b = next(r["beam"] for r in results.values() if "beam" in r)
         tuned = model_name in lm.config().get("models", {})
-        lines.append(f"beam: width {b['beam']}, LM {b['lm']}, alpha {b['alpha']}, beta {b['beta']} "
+        lines.append(f"beam: width {b['beam']}, LM {b['lm']}, alpha {b['alpha']}, beta {b['beta']}, "
+                     f"word LM {b.get('word_lm')}, gamma {b.get('gamma', 0.0)}, oov {b.get('oov')} "
                      + ("(tuned on the dev set, never on test)" if tuned else "(defaults: not tuned for this model yet)"))
     return "\n".join(lines)
 
@@ -167,31 +175,52 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
 
 
 def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
-    """Grid-search alpha and beta for `model_name` on the dev set (lowest CER + WER); store them in
-    assets/lm/config.json."""
-    language_model = lm.load()
+    """Choose the beam's weights for `model_name` on the dev set (lowest CER + WER) and store them in
+    assets/lm/config.json. Three steps, each around the best so far: alpha x beta with the character
+    LM alone; then gamma x oov for the word LM; then beta again (a word's cost changes the best bonus)."""
+    language_model, word_model = lm.load(), wordlm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
     items = audio_samples(spread(lm.dev_utterances(), limit))
     refs = [ref for _, ref in items]
     lps = log_probs(model_name, [f for f, _ in items])
     greedy = error_rates(refs, [ctc.greedy(lp).text for lp in lps])
-    grid = []
-    for alpha in TUNE_ALPHAS:
+    tried: dict[tuple, dict] = {}
+
+    def run(alpha, beta, gamma=0.0, oov=None):
+        key = (alpha, beta, gamma, oov if gamma else None)
+        if key not in tried:
+            hyps = [beam.beam_search(lp, beam=width, lm=language_model, alpha=alpha, beta=beta,
+                                     word_lm=word_model if gamma else None, gamma=gamma, oov=oov or 0.0)[0].text
+                    for lp in lps]
+            tried[key] = error_rates(refs, hyps)
+            print(f"alpha {alpha:<4} beta {beta:<4} gamma {gamma:<4} oov {key[3]!s:<5} "
+                  f"CER {tried[key]['cer']:.4f} WER {tried[key]['wer']:.4f}", flush=True)
+
+    best = lambda: min(tried, key=lambda k: tried[k]["cer"] + tried[k]["wer"])  # both rates count
+    for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
+        run(alpha, beta)
+    char_only = best()
+    if word_model is not None:
+        for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
+            run(char_only[0], char_only[1], gamma, oov)
+        alpha, _, gamma, oov = best()
         for beta in TUNE_BETAS:
-            hyps = [beam.beam_search(lp, beam=width, lm=language_model, alpha=alpha, beta=beta)[0].text for lp in lps]
-            grid.append((error_rates(refs, hyps), alpha, beta))
-            print(f"alpha {alpha:<5} beta {beta:<4} CER {grid[-1][0]['cer']:.4f} WER {grid[-1][0]['wer']:.4f}", flush=True)
-    best, alpha, beta = min(grid, key=lambda g: g[0]["cer"] + g[0]["wer"])  # both rates count
+            run(alpha, beta, gamma, oov)
+    alpha, beta, gamma, oov = best()
+    oov = oov if oov is not None else lm.config().get("oov", -3.0)  # gamma 0: oov plays no part
     cfg = lm.config()
     cfg.setdefault("models", {})
-    cfg["models"][model_name] = {"alpha": alpha, "beta": beta, "dev": {
-        "set": f"speechocean762 train, speakers {', '.join(lm.dev_speakers())} (sentences not in the LM; "
+    cfg["models"][model_name] = {"alpha": alpha, "beta": beta, "gamma": gamma, "oov": oov, "dev": {
+        "set": f"speechocean762 train, speakers {', '.join(lm.dev_speakers())} (sentences not in the LMs; "
                "their audio may be in the acoustic model's training)",
-        "n_utts": len(items), "greedy": greedy, "beam": {**best, "beam": width}}}
-    cfg.update(alpha=alpha, beta=beta)  # the latest tuning is also the default for untuned models
+        "n_utts": len(items), "greedy": greedy, "beam": {**tried[best()], "beam": width},
+        "beam_char_lm_only": {**tried[char_only], "beam": width, "alpha": char_only[0], "beta": char_only[1]}}}
+    cfg.update(alpha=alpha, beta=beta, gamma=gamma, oov=oov)  # the latest tuning is the default for untuned models
     lm.CONFIG_FILE.write_text(json.dumps(cfg, indent=2) + "\n")
-    print(f"{model_name}: alpha {alpha}, beta {beta}; dev CER greedy {greedy['cer']:.4f} -> beam {best['cer']:.4f}"
+    print(f"{model_name}: alpha {alpha}, beta {beta}, gamma {gamma}, oov {oov}; dev CER / WER greedy "
+          f"{greedy['cer']:.4f} / {greedy['wer']:.4f} -> beam, character LM {tried[char_only]['cer']:.4f} / "
+          f"{tried[char_only]['wer']:.4f} -> with the word LM {tried[best()]['cer']:.4f} / {tried[best()]['wer']:.4f}"
           f" ({len(items)} utterances) -> {lm.CONFIG_FILE}")
     return cfg
 
@@ -204,7 +233,8 @@ def main(argv=None) -> None:
     p.add_argument("--corpus", nargs="+", choices=list(HELD_OUT), default=list(HELD_OUT))
     p.add_argument("--limit", type=int, help="at most N utterances per corpus (evenly spread)")
     p.add_argument("--write-card", action="store_true", help="store the metrics in assets/models/MODEL.json")
-    p.add_argument("--tune", action="store_true", help="choose alpha/beta on the dev set (never on test) and stop")
+    p.add_argument("--tune", action="store_true",
+                   help="choose alpha/beta/gamma/oov on the dev set (never on test) and stop")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

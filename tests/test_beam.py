@@ -1,11 +1,12 @@
 """CTC prefix beam search against brute force, the classic best-path-vs-best-labelling example,
-torch's CTC loss, and the shipped language model."""
+torch's CTC loss, and the shipped character and word language models."""
 import itertools
+import json
 
 import numpy as np
 import pytest
 
-from asr_core import beam, ctc, lm
+from asr_core import beam, ctc, lm, wordlm
 from asr_core.vocab import LABELS, NUM_CLASSES, encode
 
 EXACT = {"prune_blank": 1.0, "prune_char": 0.0}  # no pruning: the search only drops what the beam cannot hold
@@ -143,3 +144,77 @@ def test_app_decoder_selector_changes_only_the_transcript(speech_wav):
     assert greedy[0] == a.text
     assert beamed[0] == beam.decode(a.log_probs, "beam", model)
     assert beamed[-2].text == greedy[-2].text == a.text  # the stored analysis (and its panels) stay greedy
+
+
+# -- the word language model -----------------------------------------------------------------------------
+
+# Written for these tests (not from any corpus).
+TINY_TEXT = ["the house is big", "a big house", "the dog is in the house", "my house is small"]
+
+
+def test_word_lm_flips_a_near_miss_to_the_vocabulary_word():
+    words = wordlm.train(TINY_TEXT, order=3, min_count=1)
+    for text, i in [("the house is big", 5), ("a big house", 7)]:  # inside the sentence, and its last word
+        log_probs = spelled(text, doubt={i: ("a", 0.6)})              # acoustics hear "hause"
+        near_miss = text.replace("house", "hause")
+        assert beam.beam_search(log_probs, beam=8)[0].text == near_miss
+        top = beam.beam_search(log_probs, beam=8, word_lm=words, gamma=1.0, oov=-5.0)[0]
+        assert top.text == text
+        assert top.word == pytest.approx(words.score(text))          # every word known: no oov
+        assert top.score == pytest.approx(top.acoustic + 1.0 * top.word)
+        # with a weak weight and a mild penalty the acoustics win again
+        assert beam.beam_search(log_probs, beam=8, word_lm=words, gamma=0.05, oov=-0.5)[0].text == near_miss
+
+
+def test_unknown_words_are_penalized_but_possible():
+    words = wordlm.train(TINY_TEXT, order=3, min_count=1)
+    log_probs = spelled("the zorb is big")                            # clear acoustics, unknown word
+    hyps = beam.beam_search(log_probs, beam=8, nbest=8, word_lm=words, gamma=1.0, oov=-4.0)
+    assert hyps[0].text == "the zorb is big"
+    for h in hyps:  # each unknown word costs P(<unk> | history) and oov, once
+        unknown = sum(w not in words for w in h.text.split())
+        assert h.word == pytest.approx(words.score(h.text) - 4.0 * unknown)
+        assert h.score == pytest.approx(h.acoustic + h.word)
+
+
+def test_word_scores_of_the_shipped_model_on_a_real_clip(speech_wav):
+    from asr_core import pipeline
+    a = pipeline.transcribe_file(str(speech_wav), pipeline.default_model())
+    words, oov = wordlm.load(), -3.0
+    hyps = beam.beam_search(a.log_probs, beam=8, nbest=8, word_lm=words, gamma=0.3, oov=oov)
+    for h in hyps:  # the search's running word score equals scoring the finished text afresh
+        unknown = sum(w not in words for w in h.text.split())
+        assert h.word == pytest.approx(words.score(h.text) + oov * unknown, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gamma_zero_is_exactly_the_character_lm_search(seed):
+    log_probs = random_log_probs(np.random.default_rng(seed), 150, peak=4.0)
+    old = beam.beam_search(log_probs, beam=8, nbest=8, lm=lm.load(), alpha=0.6, beta=1.5)
+    new = beam.beam_search(log_probs, beam=8, nbest=8, lm=lm.load(), alpha=0.6, beta=1.5,
+                           word_lm=wordlm.load(), gamma=0.0, oov=-3.0)
+    assert [(h.labels, h.score, h.acoustic, h.lm) for h in new] == [(h.labels, h.score, h.acoustic, h.lm) for h in old]
+    assert any(h.word != 0.0 for h in new)  # the word model was consulted, with no weight
+
+
+def test_settings_are_loaded_per_model(tmp_path, monkeypatch):
+    config = {"alpha": 0.5, "beta": 1.0, "gamma": 0.25, "oov": -4.0, "beam": 12,
+              "models": {"m1": {"alpha": 0.3, "beta": 2.0, "gamma": 0.7, "oov": -2.0, "dev": {}},
+                         "m2": {"alpha": 0.9, "beta": 0.5, "gamma": 0.0, "oov": -6.0}}}
+    monkeypatch.setattr(lm, "CONFIG_FILE", tmp_path / "config.json")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    m1, m2, untuned = beam.settings("m1"), beam.settings("m2"), beam.settings("other")
+    assert (m1["alpha"], m1["beta"], m1["gamma"], m1["oov"], m1["beam"]) == (0.3, 2.0, 0.7, -2.0, 12)
+    assert (m2["alpha"], m2["beta"], m2["gamma"], m2["oov"]) == (0.9, 0.5, 0.0, -6.0)
+    assert (untuned["alpha"], untuned["beta"], untuned["gamma"], untuned["oov"]) == (0.5, 1.0, 0.25, -4.0)
+    assert m1["lm"] is lm.load() and m1["word_lm"] is wordlm.load()
+    beam.beam_search(spelled("hello"), **m1)  # every key is a beam_search argument
+
+
+def test_shipped_config_tunes_the_word_lm_for_each_model():
+    from asr_core import models
+    cfg = lm.config()
+    for name in models.available():
+        tuned = cfg["models"].get(name)
+        if tuned is not None:
+            assert {"alpha", "beta", "gamma", "oov"} <= set(tuned) and tuned["gamma"] >= 0 and tuned["oov"] <= 0

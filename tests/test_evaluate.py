@@ -72,3 +72,28 @@ def test_cli_refuses_to_write_a_card_from_a_subset():
     run = subprocess.run([sys.executable, "-m", "asr_core.evaluate", "--model", pipeline.default_model(),
                           "--limit", "5", "--write-card"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "--write-card needs the full test sets" in run.stderr
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "train").exists(), reason="needs ../shared/data")
+def test_tune_chooses_word_lm_weights_on_dev_and_stores_them_per_model(tmp_path, monkeypatch):
+    from asr_core import beam, lm
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"alpha": 0.5, "beta": 1.0, "beam": 16, "models": {"other": {"alpha": 0.1}}}))
+    monkeypatch.setattr(lm, "CONFIG_FILE", config)
+    # a tiny grid on four dev utterances: the word LM's weight 0 (from the character step) against 0.3 and 1.0
+    monkeypatch.setattr(evaluate, "TUNE_ALPHAS", [0.6])
+    monkeypatch.setattr(evaluate, "TUNE_BETAS", [1.0])
+    monkeypatch.setattr(evaluate, "TUNE_GAMMAS", [0.3, 1.0])
+    monkeypatch.setattr(evaluate, "TUNE_OOVS", [-3.0])
+    model = pipeline.default_model()
+    evaluate.tune(model, limit=4, width=4)
+    cfg = json.loads(config.read_text())
+    tuned = cfg["models"][model]
+    assert cfg["models"]["other"] == {"alpha": 0.1}                     # other models are left alone
+    assert tuned["alpha"] == 0.6 and tuned["beta"] == 1.0 and tuned["gamma"] in (0.0, 0.3, 1.0)
+    assert tuned["oov"] == -3.0 and tuned["dev"]["n_utts"] == 4
+    dev = tuned["dev"]
+    best, char_only = dev["beam"], dev["beam_char_lm_only"]
+    assert best["cer"] + best["wer"] <= char_only["cer"] + char_only["wer"]  # the word LM is kept only if it helps
+    chosen = beam.settings(model)
+    assert (chosen["alpha"], chosen["beta"], chosen["gamma"], chosen["oov"]) == (0.6, 1.0, tuned["gamma"], -3.0)

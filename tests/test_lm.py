@@ -1,10 +1,11 @@
-"""The character n-gram language model: proper distributions, English over noise, no test text."""
+"""The character and word n-gram language models: proper distributions, English over noise, no test text."""
+import json
 import math
 
 import numpy as np
 import pytest
 
-from asr_core import data, lm
+from asr_core import data, lm, wordlm
 
 # Written for these tests (not from any corpus).
 ENGLISH = ["the students listened to the recording twice",
@@ -81,3 +82,62 @@ def test_shipped_model_records_how_it_was_made(shipped):
     info = shipped.info
     assert info["order"] == shipped.order and info["sentences"]["ljspeech"] > 10_000
     assert all(math.isfinite(v) and v > 1 for v in info["perplexity_per_char"].values())
+
+
+# -- the word model (asr_core.wordlm) -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped_words():
+    model = wordlm.load()
+    assert model is not None, "assets/lm/word_lm.json is missing: run python -m asr_core.wordlm"
+    return model
+
+
+@pytest.mark.parametrize("history", [[], ["the"], ["i", "want"], ["zzqx", "blorp"], ["of", "the"], ["the"] * 9])
+def test_word_distribution_sums_to_one_over_vocabulary_unknown_and_end(shipped_words, history):
+    logp = shipped_words.next_log_probs(history)
+    assert logp.shape == (len(shipped_words.words),)          # </s>, <unk> and every vocabulary word
+    p = np.exp(logp)
+    assert (p > 0).all() and p.sum() == pytest.approx(1.0, abs=1e-3)  # stored to 4 decimals
+    for word in ["the", "house", "</s>", "qqxz"]:                  # the one-word lookup agrees with the row
+        idx = shipped_words.ids.get(word, wordlm.UNK_ID)
+        assert shipped_words.log_prob(word, history) == pytest.approx(logp[idx], abs=1e-9)
+
+
+def test_word_model_prefers_english_word_order(shipped_words):
+    for sentence in ENGLISH:
+        words = sentence.split()
+        shuffled = " ".join(np.random.default_rng(0).permutation(words)[::-1])
+        assert shipped_words.score(sentence) > shipped_words.score(shuffled)
+    assert "house" in shipped_words and "hause" not in shipped_words
+    # every unknown word shares the probability of <unk> (the beam adds its oov penalty on top)
+    assert shipped_words.log_prob("hause", ["the"]) == shipped_words.log_prob("<unk>", ["the"])
+    assert shipped_words.continuations("hous") is not None and shipped_words.continuations("hausx") is None
+
+
+def test_word_model_on_a_tiny_corpus_and_json_round_trip(tmp_path):
+    corpus = ["the cat sat", "the cat ran", "a dog sat", "the dog ran home", "a cat", "zebra"]
+    model = wordlm.train(corpus, order=3, min_count=2)
+    assert "zebra" not in model and "home" not in model and "cat" in model  # seen once: <unk>
+    for history in [[], ["the"], ["the", "cat"], ["zebra"], ["a", "a", "a"]]:
+        assert np.exp(model.next_log_probs(history)).sum() == pytest.approx(1.0, abs=1e-9)
+    assert model.log_prob("cat", ["the"]) > model.log_prob("dog", ["the"])   # seen twice vs once after "the"
+    assert model.log_prob("zebra", []) == model.log_prob("home", []) == model.log_prob("<unk>", [])
+    assert model.continuations("ca") == "t" and model.continuations("cat") == ""
+    pruned = wordlm.train(corpus, order=3, min_count=1, prune={3: 2})
+    assert len(pruned._table) < len(wordlm.train(corpus, order=3, min_count=1)._table)
+    assert np.exp(pruned.next_log_probs(["the", "dog"])).sum() == pytest.approx(1.0, abs=1e-9)
+    path = tmp_path / "words.json"
+    model.save(path)
+    again = wordlm.WordLM.from_json(json.loads(path.read_text()))
+    for text in ["the cat sat", "a dog", "zebra zebra", "the unseen words"]:
+        assert again.score(text) == pytest.approx(model.score(text), abs=1e-3)
+
+
+def test_shipped_word_model_records_how_it_was_made(shipped_words):
+    info = shipped_words.info
+    assert info["order"] == shipped_words.order and info["sentences"]["ljspeech"] > 10_000
+    for measured in info["measured"].values():
+        assert math.isfinite(measured["perplexity_per_word"]) and measured["perplexity_per_word"] > 1
+        assert 0 < measured["oov_rate"] < 0.2
+    assert wordlm.WORD_LM_FILE.stat().st_size < 5e6
