@@ -13,13 +13,16 @@ A character language model (asr_core.lm) can join in: the score of a prefix y is
     log P_ctc(y | audio) + alpha * log P_lm(y) + beta * len(y)
 alpha weighs the LM, beta is a bonus per character that offsets the LM's cost of every extra letter.
 
-A word language model (asr_core.wordlm) adds knowledge of whole words. The character LM finds "hause"
-almost as English as "house"; the word model has seen "house" and never "hause". Each time a prefix
+A word language model (asr_core.wordlm) adds knowledge of whole words. The character LM finds "coll"
+almost as English as "call"; the word model has seen "call" and never "coll". Each time a prefix
 completes a word (it grows by a space, or the utterance ends) the score gains
     gamma * log P_word(word | the words before it)
 and an out-of-vocabulary word is scored as P_word(<unk> | ...) plus the log-probability `oov` (< 0), so
-unknown words are penalized but still possible. At the end of the utterance the word model's end of
-sentence is added too. With gamma = 0 the search is exactly the character-LM search above.
+unknown words are penalized but still possible. The `oov` part is paid as soon as the unfinished word
+can no longer be spelled into a vocabulary word ("abo" may become "about", "abot" cannot): the beam then
+drops such prefixes early instead of comparing them with prefixes that have already paid for their words.
+At the end of the utterance the word model's end of sentence is added too. With gamma = 0 the search is
+exactly the character-LM search above.
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
     python -m asr_core.wordlm        # builds assets/lm/word_lm.json and reports perplexities
 
-The character LM (asr_core.lm) knows how English is spelled, letter by letter; it happily accepts a
-near-miss like "hause" because "hau" and "use" are common letter sequences. A word model knows whole
-words: "house" is one of the words it has seen, "hause" is not. This is a word trigram with interpolated
+The character LM (asr_core.lm) knows how English is spelled, letter by letter, from the six letters
+before each one: a near-miss that looks like English costs it little ("we coll it" is only 4 nats less
+likely than "we call it"). A word model knows whole words: "call" is one of the words it has seen,
+"coll" is not, and it sees two words back, further than six letters. This is a word trigram with interpolated
 modified Kneser-Ney smoothing (Chen & Goodman 1998), trained on the same text as the character LM
 (asr_core.lm.texts()["train"]: never a test transcript), stored in backoff form as JSON.
 
