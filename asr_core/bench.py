@@ -22,13 +22,11 @@ import json
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from . import audio, beam, ctc, features, models, pipeline, views
+from . import app_process, audio, beam, ctc, features, models, pipeline, views
 from .examples import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,12 +94,6 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
     return row
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _vm_hwm_mb(pid: int) -> float:
     """Peak resident memory of a running process (Linux /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -112,7 +104,7 @@ def _vm_hwm_mb(pid: int) -> float:
 
 def bench_server(clip: Path, timeout_s: float = 180) -> dict:
     """Cold start of `python app.py` until it answers; then its peak memory after one analysis."""
-    port = _free_port()
+    port = app_process.free_port()
     env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
                GRADIO_ANALYTICS_ENABLED="False")
     url = f"http://127.0.0.1:{port}/"
@@ -120,14 +112,8 @@ def bench_server(clip: Path, timeout_s: float = 180) -> dict:
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.perf_counter() - start > timeout_s:
-                    return {"cold_start_s": None, "server_error": f"app.py did not answer (exit {proc.poll()})"}
-                time.sleep(0.1)
+        if not app_process.wait_until_answers(url, proc, timeout_s, poll_s=0.1):
+            return {"cold_start_s": None, "server_error": f"app.py did not answer (exit {proc.poll()})"}
         cold = time.perf_counter() - start
         result = {"cold_start_s": cold, "server_rss_after_start_mb": _vm_hwm_mb(proc.pid)}
         from gradio_client import Client, handle_file
@@ -141,12 +127,7 @@ def bench_server(clip: Path, timeout_s: float = 180) -> dict:
         result["server_peak_rss_mb"] = _vm_hwm_mb(proc.pid)
         return result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        app_process.stop(proc)
 
 
 def bench_pocketsphinx(paths: dict[float, Path]) -> dict | None:

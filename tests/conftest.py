@@ -6,11 +6,8 @@ fresh clone with only the apt packages of .ci/run installed.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import torch
 import torchaudio.functional as AF
 
 from asr_core import audio
+from asr_core.app_process import free_port, stop, wait_until_answers
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -96,24 +94,9 @@ def fake_mic_wav(clip_dir) -> Path:
     return out
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(name="free_port")
 def free_port_fixture() -> int:
     return free_port()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -132,17 +115,9 @@ def app_server():
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _answers(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text()[-3000:]
-                pytest.fail(f"app.py did not start (exit code {proc.poll()}); log tail:\n{tail}")
-            time.sleep(0.5)
+        if not wait_until_answers(url, proc, SERVER_START_TIMEOUT_S):
+            tail = log_path.read_text()[-3000:]
+            pytest.fail(f"app.py did not start (exit code {proc.poll()}); log tail:\n{tail}")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -13,11 +13,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from asr_core.app_process import free_port, stop, wait_until_answers
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([REPO / "app.py", *(REPO / "asr_core").rglob("*.py"), *(REPO / "scripts").rglob("*.py"),
@@ -35,8 +35,7 @@ def calls(tree: ast.AST):
             while isinstance(f, ast.Attribute):
                 parts.append(f.attr)
                 f = f.value
-            if isinstance(f, ast.Name):
-                parts.append(f.id)
+            parts.append(f.id if isinstance(f, ast.Name) else "<expression>")  # `nn.GRU(...).eval()` is no eval
             yield ".".join(reversed(parts)), node
 
 
@@ -137,30 +136,14 @@ def _listening_addresses(port: int) -> set[str]:
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc to see listening sockets")
 def test_server_binds_loopback_by_default(tmp_path):
     """`python app.py` with no GRADIO_SERVER_NAME listens on 127.0.0.1 only."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "GRADIO_SERVER_NAME"}
     env.update(GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
     log = tmp_path / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.5)
+        assert wait_until_answers(f"http://127.0.0.1:{port}/", proc, 180), log.read_text()[-2000:]
         assert _listening_addresses(port) == {"127.0.0.1"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
