@@ -26,6 +26,15 @@ HEATMAP_SECONDS = 6.0
 TIME_LIMIT_S = 300      # one live session streams at most this long
 LIVE_SESSIONS = 8       # live sessions served at once (each holds a queue slot while it streams;
                         # a chunk costs a few ms of CPU, so 8 fit on 2 cores); more users wait in line
+NO_AUDIO_AFTER_S = 5.0  # after Record, this long without a single chunk means the browser's recorder did not start
+
+# Gradio's streaming recorder loads its WAV encoder asynchronously when the microphone component is first
+# shown (Tab(render_children=True) would build it with the page, but Gradio 6.31's front end ignores that).
+# Record pressed before the encoder is ready starts nothing: no chunk ever arrives, and the page would
+# sit at "Waiting for audio…". A watchdog timer, armed by Record, says so and what to do.
+NOT_READY = ("**No audio has arrived since Record was pressed.** The browser's recorder was probably not ready "
+             "yet (this happens when Record is pressed within a second of opening this tab). "
+             "Press **Stop**, then **Record** again.")
 
 EXPLAIN = """
 ### Live transcription
@@ -115,6 +124,17 @@ def reset():
     return None, "", live_figure(None), stats_markdown(None)
 
 
+def start():
+    """Record pressed: a fresh session, and the watchdog armed (it fires once, NO_AUDIO_AFTER_S later)."""
+    return (*reset(), gr.Timer(active=True))
+
+
+def check_audio_arrived(stream: Stream | None):
+    """The watchdog: no chunk since Record (the session is still empty) -> NOT_READY; then it disarms."""
+    arrived = stream is not None and stream.seconds_in > 0
+    return (gr.skip() if arrived else NOT_READY), gr.Timer(active=False)
+
+
 def build() -> None:
     """Add the Live tab (call inside the page's `with gr.Tabs():`)."""
     names = causal_models()
@@ -132,11 +152,14 @@ def build() -> None:
                 stats = gr.Markdown(stats_markdown(None), elem_id="live-stats")
         heatmap = gr.Plot(live_figure(None), show_label=False)
         stream = gr.State(None)  # this session's streaming.Stream
+        watchdog = gr.Timer(NO_AUDIO_AFTER_S, active=False)
 
     outputs = [stream, text, heatmap, stats]
-    mic.start_recording(reset, outputs=outputs, api_visibility="private")
+    mic.start_recording(start, outputs=[*outputs, watchdog], api_visibility="private")
+    watchdog.tick(check_audio_arrived, inputs=stream, outputs=[stats, watchdog], api_visibility="private")
     mic.stream(step, inputs=[mic, stream, model], outputs=outputs, stream_every=STREAM_EVERY,
                time_limit=TIME_LIMIT_S, concurrency_limit=LIVE_SESSIONS, concurrency_id="live",
                api_visibility="private")
     mic.stop_recording(finish, inputs=stream, outputs=outputs, api_visibility="private")
+    mic.stop_recording(lambda: gr.Timer(active=False), outputs=watchdog, api_visibility="private")
     model.change(reset, outputs=outputs, api_visibility="private")
