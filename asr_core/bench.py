@@ -12,6 +12,11 @@ cold start: the time from starting `python app.py` until it answers HTTP, and th
 resident memory after it has analysed the longest clip. If the pocketsphinx package is installed,
 its transcription of the same clips is timed too, for comparison.
 
+Torch runs with one thread, as in the app (app.py: one core per request), unless --threads says
+otherwise. For a GRU the model stage runs models.gru (the fast path); the same model through
+nn.GRU itself is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
+outputs differ from the float model's: how often their per-frame best symbol agrees is printed.
+
 Targets (reported, never asserted): a 10 s clip fully analysed, figures included, in <= 0.3 s;
 the model at >= 200x real time; cold start <= 10 s; peak memory <= 1 GB.
 """
@@ -84,6 +89,9 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
     _, t_greedy = timed(lambda: ctc.greedy(log_probs), repeat)
     row = {"seconds": seconds, "model": model_name, "decode_s": t_decode, "mfcc_s": t_mfcc,
            "model_s": t_model, "greedy_s": t_greedy}
+    model = models.load(model_name)
+    if isinstance(model.rnn, torch.nn.GRU):  # what the fast path replaced
+        _, row["model_nn_gru_s"] = timed(lambda: through_nn_gru(model, feats), repeat)
     if beam_search:
         _, row["beam_s"] = timed(lambda: beam.decode(log_probs, "beam", model_name), repeat)
     a = pipeline.Analysis(clip, model_name, feats.numpy(), log_probs, ctc.greedy(log_probs))
@@ -92,6 +100,24 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
     row["model_x_realtime"] = seconds / t_model
     row["analyse_x_realtime"] = seconds / row["analyse_s"]
     return row
+
+
+@torch.inference_mode()
+def through_nn_gru(model, feats: torch.Tensor) -> np.ndarray:
+    """The model's log-probabilities computed by nn.GRU itself, not models.gru."""
+    return model.fc(model.rnn(feats[None])[0]).log_softmax(-1)[0].numpy()
+
+
+@torch.inference_mode()
+def bench_int8(path: Path, seconds: float, model_name: str, repeat: int) -> dict:
+    """The opt-in int8 copy of a model: its speed, and how far its outputs are from the float model's."""
+    feats = features.mfcc(audio.load(str(path)).samples)
+    q = models.int8(model_name)
+    lp, t = timed(lambda: q(feats[None]).log_softmax(-1)[0].numpy(), repeat)
+    ref = pipeline.run_model(model_name, feats)
+    return {"seconds": seconds, "model": model_name, "model_s": t, "model_x_realtime": seconds / t,
+            "argmax_agreement": float((lp.argmax(1) == ref.argmax(1)).mean()),
+            "max_prob_diff": float(np.abs(np.exp(lp) - np.exp(ref)).max())}
 
 
 def _vm_hwm_mb(pid: int) -> float:
@@ -156,13 +182,16 @@ def machine() -> dict:
             "load_average_1min": os.getloadavg()[0]}
 
 
-def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool, sphinx: bool = True) -> dict:
+def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool, sphinx: bool = True,
+        int8: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp:
         paths = {s: make_clip(s, Path(tmp)) for s in seconds_list}
         for name in model_names:  # load (and warm up) each model once: that cost is the cold start's
             pipeline.run_model(name, features.mfcc(np.zeros(audio.SAMPLE_RATE, np.float32)))
         rows = [bench_clip(paths[s], s, name, repeat, beam_search) for s in seconds_list for name in model_names]
         result = {"machine": machine(), "targets": TARGETS, "clips": rows}
+        if int8:
+            result["int8"] = [bench_int8(paths[s], s, name, repeat) for s in seconds_list for name in model_names]
         sphinx_s = bench_pocketsphinx(paths) if sphinx else None
         if sphinx_s is not None:
             result["pocketsphinx_s"] = sphinx_s
@@ -178,7 +207,7 @@ def _ms(x) -> str:
 
 def table(r: dict) -> str:
     m = r["machine"]
-    lines = [f"machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} threads, "
+    lines = [f"machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} thread(s), "
              f"GPU: {'yes' if m['gpu'] else 'no'}; load average {m['load_average_1min']:.1f} when it started", "",
              "clip   model  decode+resample  MFCC   model   greedy    beam   views | analysis  model xRT  total xRT",
              "  s             ms               ms     ms      ms        ms     ms    |  ms"]
@@ -186,6 +215,21 @@ def table(r: dict) -> str:
         lines.append(f"{c['seconds']:4g}  {c['model']:>5}  {_ms(c['decode_s'])}  {_ms(c['mfcc_s'])} {_ms(c['model_s'])}"
                      f" {_ms(c['greedy_s'])} {_ms(c.get('beam_s'))} {_ms(c['views_s'])} | {_ms(c['analyse_s'])}"
                      f"  {c['model_x_realtime']:8.0f}x  {c['analyse_x_realtime']:8.1f}x")
+    gru_rows = [c for c in r["clips"] if "model_nn_gru_s" in c]
+    if gru_rows:
+        lines.append("")
+        for c in gru_rows:
+            lines.append(f"{c['model']} on the {c['seconds']:g} s clip: models.gru {_ms(c['model_s']).strip()} ms, "
+                         f"nn.GRU {_ms(c['model_nn_gru_s']).strip()} ms ({c['model_nn_gru_s'] / c['model_s']:.2f}x faster; "
+                         f"{c['seconds'] / c['model_nn_gru_s']:.0f}x real time through nn.GRU)")
+    if r.get("int8"):
+        lines.append("")
+        lines.append("opt-in int8 copies (models.int8; outputs differ from the float model's):")
+        for c in r["int8"]:
+            lines.append(f"{c['model']} on the {c['seconds']:g} s clip: {_ms(c['model_s']).strip()} ms, "
+                         f"{c['model_x_realtime']:.0f}x real time; best symbol agrees with the float model on "
+                         f"{100 * c['argmax_agreement']:.1f}% of frames, largest probability difference "
+                         f"{c['max_prob_diff']:.2f}")
     sphinx = r.get("pocketsphinx_s")
     if sphinx:
         lines.append("")
@@ -218,11 +262,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-server", action="store_true", help="skip the cold start of app.py")
     p.add_argument("--no-beam", action="store_true", help="skip the beam search")
     p.add_argument("--no-pocketsphinx", action="store_true", help="skip the pocketsphinx comparison")
+    p.add_argument("--int8", action="store_true", help="also time the opt-in int8 copies of the models")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the app uses 1)")
     args = p.parse_args(argv)
     if any(s <= 0 or s > 30 for s in args.seconds):
         p.error("--seconds must be in (0, 30]")
+    torch.set_num_threads(max(1, args.threads))
     names = args.models or models.available()
-    r = run(args.seconds, names, max(1, args.repeat), not args.no_server, not args.no_beam, not args.no_pocketsphinx)
+    r = run(args.seconds, names, max(1, args.repeat), not args.no_server, not args.no_beam, not args.no_pocketsphinx,
+            args.int8)
     print(json.dumps(r, indent=2) if args.json else table(r))
     return 0
 

@@ -26,6 +26,21 @@ def test_json_has_every_stage():
     assert set(out["targets"]) == {"analyse_10s_s", "model_x_realtime", "cold_start_s", "peak_rss_mb"}
 
 
+def test_gru_fast_path_compared_and_int8_opt_in():
+    """For a GRU the bench also times nn.GRU itself; --int8 times the int8 copy and says how far it is from the
+    float model. Torch runs with one thread, as in the app."""
+    r = subprocess.run([sys.executable, "-m", "asr_core.bench", "--seconds", "1", "--models", "gru", "--repeat", "1",
+                        "--no-server", "--no-pocketsphinx", "--no-beam", "--int8", "--json"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["machine"]["torch_threads"] == 1
+    (row,) = out["clips"]
+    assert row["model_nn_gru_s"] > 0 and row["model_s"] > 0
+    (q,) = out["int8"]
+    assert q["model"] == "gru" and q["model_s"] > 0 and 0.5 < q["argmax_agreement"] <= 1 and q["max_prob_diff"] > 0
+
+
 def test_table():
     r = bench("--no-beam")
     assert r.returncode == 0, r.stderr
