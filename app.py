@@ -35,7 +35,8 @@ The sound is cut into **10 ms frames**, each described by **40 MFCC numbers**; t
 one after another and, at every frame, outputs a probability for each of **29 symbols**
 (a–z, space, apostrophe and the CTC *blank*, drawn as **·**). **CTC decoding** then takes the best symbol per frame,
 merges repeats and drops the blanks — and what is left is the transcript. The panels follow the sound
-from top to bottom: waveform → MFCC features → network output → CTC collapse.
+from top to bottom: waveform → MFCC features → network output → CTC collapse. Play the clip and a cursor
+follows it through the panels; click a panel to move the player there.
 """
 
 CSS = """
@@ -90,8 +91,10 @@ with gr.Blocks(title="RNN speech lab") as demo:
         with gr.Tab("Listen & analyse", id="analyse"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=340):
-                    audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath",
-                                        label="Your clip — record or upload")
+                    # the browser's own player, so that playhead.js can follow it (views.PLAYHEAD_JS)
+                    audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", elem_id="clip-audio",
+                                        label="Your clip — record or upload",
+                                        waveform_options=gr.WaveformOptions(show_recording_waveform=False))
                     model = gr.Dropdown(choices=views.model_choices(), value=pipeline.default_model(),
                                         label="Model", info="best measured model first")
                     analyse_btn = gr.Button("Analyse", variant="primary")
@@ -107,10 +110,11 @@ with gr.Blocks(title="RNN speech lab") as demo:
                     lengths_plot = gr.Plot(label="Lengths", show_label=False)
             window_start = gr.Slider(0, 1, value=0, step=0.1, visible=False, label="window start (s)",
                                      info=f"long clip: the panels below show {longform.VIEW_SECONDS:.0f} s from here")
-            waveform_plot = gr.Plot(label="Waveform", show_label=False)
-            mfcc_plot = gr.Plot(label="MFCC features", show_label=False)
-            softmax_plot = gr.Plot(label="Network output", show_label=False)
-            collapse_view = gr.HTML(label="CTC collapse", padding=True)
+            follows = dict(elem_classes=[views.PLAYHEAD_CLASS])  # a cursor follows the clip's player
+            waveform_plot = gr.Plot(label="Waveform", show_label=False, elem_id="waveform-plot", **follows)
+            mfcc_plot = gr.Plot(label="MFCC features", show_label=False, elem_id="mfcc-plot", **follows)
+            softmax_plot = gr.Plot(label="Network output", show_label=False, elem_id="softmax-plot", **follows)
+            collapse_view = gr.HTML(label="CTC collapse", padding=True, elem_id="ctc-collapse", **follows)
             DETAIL_VIEWS = [waveform_plot, mfcc_plot, softmax_plot, collapse_view]
             ANALYSE_OUTPUTS = [transcript, info, lengths_plot, *DETAIL_VIEWS, analysis, window_start]
             with examples_slot:
@@ -122,7 +126,7 @@ with gr.Blocks(title="RNN speech lab") as demo:
                             example_labels=[f"“{ex.text}” · {ex.voice.split(':')[1]}" for ex in clips],
                             label="Examples — synthesized voices; the label is what they say",
                             examples_per_page=12)
-        teaching_tabs.build(analysis, audio_in, model)  # inside the RNN, CTC, gradients, order, player, lesson
+        teaching_tabs.build(analysis, audio_in, model)  # inside the RNN, CTC, gradients, order, lesson
         live_tab.build()  # live transcription from the microphone with a causal model (streaming.py)
 
     gr.on([analyse_btn.click, audio_in.upload, audio_in.stop_recording], analyse,
@@ -135,7 +139,7 @@ with gr.Blocks(title="RNN speech lab") as demo:
 
 demo.queue(default_concurrency_limit=2)  # 2 CPU cores: two analyses at a time, the rest wait in line
 torch.set_num_threads(1)  # one core per analysis: two requests with 2 threads each oversubscribe the cores (30x slower measured)
-LAUNCH_KWARGS = dict(theme=THEME, css=CSS, max_file_size="50mb")
+LAUNCH_KWARGS = dict(theme=THEME, css=CSS, js=views.PLAYHEAD_JS, max_file_size="50mb")
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH_KWARGS)  # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860

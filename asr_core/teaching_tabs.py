@@ -23,16 +23,21 @@ from .audio import SAMPLE_RATE, AudioError
 NO_CLIP = "Load a clip in the first tab (record, upload or pick an example), then come back here."
 
 
+def _user_error(message: str) -> gr.Error:
+    """A message for the person using the page (no clip, unreadable clip, ...): shown, not logged as a crash."""
+    return gr.Error(message, print_exception=False)
+
+
 def _analyse(audio_path, model_name=None) -> pipeline.Analysis:
     """Analyse a clip file for an endpoint, with the messages the first tab gives."""
     if not audio_path:
-        raise gr.Error(NO_CLIP)
+        raise _user_error(NO_CLIP)
     try:
         a = pipeline.transcribe_file(audio_path, model_name or None)
     except AudioError as e:
-        raise gr.Error(str(e)) from None
+        raise _user_error(str(e)) from None
     except KeyError as e:
-        raise gr.Error(f"Unknown model: {e}") from None
+        raise _user_error(f"Unknown model: {e}") from None
     return a
 
 
@@ -90,12 +95,12 @@ def memory_view(a, model_name, which):
 def align_view(audio_path, text, model_name):
     """/align: (audio file, reference text, model) -> alignment JSON first, then the views."""
     if not (text or "").strip():
-        raise gr.Error("Type what was said in the clip (the reference text) first.")
+        raise _user_error("Type what was said in the clip (the reference text) first.")
     a = _analyse(audio_path, model_name)
     try:
         al = align.align(a.log_probs, text)
     except align.AlignmentError as e:
-        raise gr.Error(str(e)) from None
+        raise _user_error(str(e)) from None
     result = {"model": a.model_name, "greedy_text": a.text, **al.to_json()}
     out = Path(tempfile.mkdtemp(prefix="alignment-")) / "alignment.json"
     out.write_text(json.dumps(result, indent=1))
@@ -201,15 +206,6 @@ def shuffle_view(audio_path, model_name, reference, seed):
     return summary, tv.shuffle_figure(s), tv.shuffle_markdown(summary)
 
 
-# -- 7: play along -------------------------------------------------------------------------------------
-
-def player_view(a):
-    if a is None:
-        return f"<p>{NO_CLIP}</p>"
-    a = _start(a)
-    return tv.player_html(a.clip.samples, a.feats, a.log_probs)
-
-
 # -- 8: the lesson -------------------------------------------------------------------------------------
 
 def lesson_view(a):
@@ -271,18 +267,18 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     names = _model_names()
     first = "rnn" if "rnn" in names else names[0]
 
-    with gr.Tab("Inside the RNN", id="inside") as inside_tab:
+    with gr.Tab("Inside the RNN", id="inside", elem_id="tab-inside") as inside_tab:
         gr.Markdown("Step through the network frame by frame on the loaded clip. Every number is the real one "
                     "from the chosen model; states are computed once per clip, so moving the slider only redraws.")
         with gr.Row():
             step_model = gr.Radio(names, value=first, label="Model", scale=2)
             play = gr.Button("▶ Play", scale=1)
             speed = gr.Radio([1, 5, 10], value=1, label="frames per tick", scale=1)
-        step = gr.Slider(0, 100, value=0, step=1, label="time step t (frame; 100 frames = 1 s)")
+        step = gr.Slider(0, 100, value=0, step=1, label="time step t (frame; 100 frames = 1 s)", elem_id="step")
         step_md = gr.Markdown()
         chain_plot = gr.Plot(show_label=False)
         strips_plot = gr.Plot(show_label=False)
-        out_plot = gr.Plot(show_label=False)
+        out_plot = gr.Plot(show_label=False, elem_id="step-output")
         with gr.Accordion("The hidden state as memory (PCA)", open=True):
             which = gr.Radio([("states the softmax reads", "readout"), ("layer-1 h_t", "h")], value="readout",
                              label="states")
@@ -304,18 +300,19 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     gr.on([inside_tab.select, step_model.change, which.change], memory_view,
           inputs=[analysis, step_model, which], outputs=[pca_plot, gates_plot], api_visibility="private")
 
-    with gr.Tab("Reference & CTC", id="ctc") as ctc_tab:
+    with gr.Tab("Reference & CTC", id="ctc", elem_id="tab-ctc") as ctc_tab:
         gr.Markdown("Type what was said. The model's outputs give the probability of that exact text "
                     "(the CTC loss, summed over every path) and the most probable moment of each character.")
         with gr.Row():
-            ref = gr.Textbox(label="What was said (reference text)", placeholder="e.g. hello world", scale=4)
+            ref = gr.Textbox(label="What was said (reference text)", placeholder="e.g. hello world", scale=4,
+                             elem_id="reference")
             align_btn = gr.Button("Align", variant="primary", scale=1)
         align_md = gr.Markdown()
-        align_plot = gr.Plot(show_label=False)
+        align_plot = gr.Plot(show_label=False, elem_id="alignment-plot")
         with gr.Row():
             with gr.Column():
                 words_df = gr.Dataframe(headers=["word", "start s", "end s", "confidence"], interactive=False,
-                                        label="Words — click one to hear it")
+                                        label="Words — click one to hear it", elem_id="aligned-words")
             with gr.Column():
                 chars_df = gr.Dataframe(headers=["char", "start s", "end s", "confidence"], interactive=False,
                                         label="Characters — click one to hear it", max_height=320)
@@ -335,7 +332,8 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
         beam_md = gr.Markdown()
         beam_df = gr.Dataframe(headers=["decoder", "text", "beam score", "log P(text) all paths",
                                         "log P best path"], interactive=False, wrap=True,
-                               label="n-best (exact log P(text) from ctc_loss; best path from forced alignment)")
+                               label="n-best (exact log P(text) from ctc_loss; best path from forced alignment)",
+                               elem_id="beam-table")
         toy_md = gr.Markdown()
         toy_df = gr.Dataframe(headers=["path (2 frames)", "P(path)", "collapses to"], interactive=False,
                               label="The classic two-frame example: p(·) = 0.6, p(a) = 0.4 at both frames")
@@ -349,7 +347,7 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     gr.on([ctc_tab.select, beam_btn.click, use_lm.change], beam_view, inputs=[analysis, use_lm],
           outputs=[beam_df, beam_md], api_visibility="private")
 
-    with gr.Tab("Vanishing gradients", id="gradients") as grad_tab:
+    with gr.Tab("Vanishing gradients", id="gradients", elem_id="tab-gradients") as grad_tab:
         gr.Markdown("How much does the network's last output still depend on each earlier input frame? "
                     "We differentiate the log-probability of its top class at the last step with respect to every "
                     "input frame x_t, for each shipped model, on the loaded clip.")
@@ -362,14 +360,14 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     grad_tab.select(gradients_view, inputs=[audio_in], outputs=[grad_json, grad_plot, grad_reading],
                     api_visibility="private")
 
-    with gr.Tab("Order matters", id="order") as order_tab:
+    with gr.Tab("Order matters", id="order", elem_id="tab-order") as order_tab:
         order_model = gr.Radio(names, value=first, label="Model")
         with gr.Row():
             for name in ("cat", "act"):
                 if _example_path(name).exists():
                     gr.Audio(str(_example_path(name)), label=f"“{name}”", interactive=False)
         order_md = gr.Markdown()
-        order_plot = gr.Plot(show_label=False)
+        order_plot = gr.Plot(show_label=False, elem_id="order-plot")
         gr.Markdown("### Shuffle the frames of the loaded clip\nSame columns, random order (fixed seed). "
                     "If the network judged frames one by one, the transcript would just be scrambled letters "
                     "in the same amounts; a recurrent network reads a sequence, so its outputs change.")
@@ -386,14 +384,7 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
     shuffle_btn.click(shuffle_view, inputs=[audio_in, order_model, shuffle_ref, seed],
                       outputs=[shuffle_json, shuffle_plot, shuffle_md], api_name="shuffle")
 
-    with gr.Tab("Play along", id="player") as player_tab:
-        gr.Markdown("Play the clip and watch the cursor move over what the network saw and said. "
-                    "Click anywhere on the plots to play from that moment.")
-        player = gr.HTML(css_template=tv.PLAYER_CSS, js_on_load=tv.PLAYER_JS)
-    gr.on([player_tab.select, analysis.change], player_view, inputs=analysis, outputs=player,
-          api_visibility="private")
-
-    with gr.Tab("Lesson", id="lesson") as lesson_tab:
+    with gr.Tab("Lesson", id="lesson", elem_id="tab-lesson") as lesson_tab:
         lesson_head = gr.Markdown(NO_CLIP)
         lesson_outputs = [lesson_head]
         for i, (title, text) in enumerate(LESSON):

@@ -5,17 +5,12 @@ a plotly Figure, an HTML string, Markdown or table rows. The look follows asr_co
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 import math
 import textwrap
 
 import numpy as np
 import plotly.graph_objects as go
-import soundfile as sf
-from PIL import Image
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -469,128 +464,3 @@ def shuffle_markdown(summary: dict) -> str:
         lines.append(f"- CTC loss of the reference: **{r['original']:.1f}** nats before, "
                      f"**{r['shuffled']:.1f}** after shuffling")
     return "\n".join(lines)
-
-
-# -- 7. audio and plots together: a player with a moving cursor ---------------------------------------
-
-def _viridis(v: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] to RGB with a short viridis-like ramp (no matplotlib needed)."""
-    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
-    pos = np.linspace(0, 1, len(stops))
-    v = np.clip(v, 0, 1)
-    return np.stack([np.interp(v, pos, stops[:, c]) for c in range(3)], axis=-1).astype(np.uint8)
-
-
-def _diverging(v: np.ndarray) -> np.ndarray:
-    """Map values in [-1, 1] to blue-white-red."""
-    stops = np.array([[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]], dtype=float)
-    pos = np.linspace(-1, 1, len(stops))
-    v = np.clip(v, -1, 1)
-    return np.stack([np.interp(v, pos, stops[:, c]) for c in range(3)], axis=-1).astype(np.uint8)
-
-
-def _png(rgb: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _wav(samples: np.ndarray) -> str:
-    buf = io.BytesIO()
-    sf.write(buf, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _wave_svg(samples: np.ndarray, frames: int) -> str:
-    starts, lo, hi = envelope(samples, 800)
-    peak = max(float(np.abs(samples).max()), 1e-6)
-    x = starts / (len(samples) or 1) * 1000
-    top = " ".join(f"{a:.1f},{50 - 48 * b / peak:.1f}" for a, b in zip(x, hi))
-    bottom = " ".join(f"{a:.1f},{50 - 48 * b / peak:.1f}" for a, b in zip(x[::-1], lo[::-1]))
-    return (f'<svg viewBox="0 0 1000 100" preserveAspectRatio="none" class="tp-wave">'
-            f'<polygon points="{top} {bottom}" fill="{WAVE}" opacity="0.75"/></svg>')
-
-
-def player_html(samples: np.ndarray, feats: np.ndarray, log_probs: np.ndarray, max_seconds: float = 60) -> str:
-    """Audio with the waveform, MFCC and softmax stacked on one time axis; a cursor follows playback
-    and clicking anywhere on the plots plays from that moment (browser-side, see PLAYER_JS)."""
-    frames = min(len(log_probs), int(max_seconds * FRAMES_PER_SECOND))
-    samples = samples[: int(frames * SAMPLE_RATE / FRAMES_PER_SECOND)]
-    feats, probs = feats[:frames], np.exp(log_probs[:frames])
-    mfcc_png = _png(_diverging(feats.T / 3)[::-1])          # coefficient 0 at the bottom
-    probs_png = _png(_viridis(probs.T))                     # class 0 (blank) at the top
-    best = probs.argmax(axis=1)
-    tops = [[SYMBOLS[k], round(float(probs[t, k]), 2)] for t, k in enumerate(best)]
-    # letters where the greedy path starts emitting a new non-blank class
-    marks = "".join(
-        f'<span class="tp-mark" style="left:{100 * (t + 0.5) / frames:.3f}%">{html.escape(SYMBOLS[k])}</span>'
-        for t, k in enumerate(best) if k != BLANK and (t == 0 or best[t - 1] != k))
-    data = html.escape(json.dumps(tops), quote=True)
-    return f"""
-<div class="tp" data-frames="{frames}" data-fps="{FRAMES_PER_SECOND}" data-tops="{data}">
-  <audio class="tp-audio" controls preload="auto" src="{_wav(samples)}"></audio>
-  <div class="tp-readout">press play, or click anywhere on the plots to play from there</div>
-  <div class="tp-stack" title="click to play from here">
-    <div class="tp-row tp-marks">{marks}</div>
-    <div class="tp-row">{_wave_svg(samples, frames)}</div>
-    <img class="tp-row tp-img tp-mfcc" src="{mfcc_png}" alt="MFCC frames"/>
-    <img class="tp-row tp-img tp-probs" src="{probs_png}" alt="softmax outputs"/>
-    <div class="tp-cursor"></div>
-  </div>
-  <div class="tp-legend">letters: where the greedy path emits a character · waveform · MFCC (40 × T) ·
-  softmax (29 × T, blank on top, brighter = more probable)</div>
-</div>"""
-
-
-PLAYER_CSS = """
-.tp { font-family: ui-sans-serif, system-ui, sans-serif; }
-.tp-audio { width: 100%; }
-.tp-readout { font-size: 14px; margin: 4px 0 6px; min-height: 1.4em; color: #1f2937; }
-.tp-stack { position: relative; cursor: crosshair; border: 1px solid #e5e7eb; border-radius: 8px; overflow: hidden; }
-.tp-row { display: block; width: 100%; }
-.tp-marks { position: relative; height: 22px; background: #fafafa; }
-.tp-mark { position: absolute; transform: translateX(-50%); font: bold 13px ui-monospace, monospace; top: 2px; }
-.tp-wave { display: block; width: 100%; height: 70px; background: #fff; }
-.tp-img { image-rendering: pixelated; }
-.tp-mfcc { height: 110px; }
-.tp-probs { height: 150px; }
-.tp-cursor { position: absolute; top: 0; bottom: 0; width: 2px; left: 0; background: #f97316; pointer-events: none; }
-.tp-legend { font-size: 12px; color: #6b7280; margin-top: 4px; }
-"""
-
-# Runs once in the browser when the component loads; it finds the current <audio> on every frame,
-# so it keeps working when Python sends a new clip.
-PLAYER_JS = """
-const update = () => {
-  const box = element.querySelector('.tp');
-  const audio = element.querySelector('.tp-audio');
-  const cursor = element.querySelector('.tp-cursor');
-  if (box && audio && cursor) {
-    const frames = Number(box.dataset.frames), fps = Number(box.dataset.fps);
-    const t = Math.min(frames - 1, Math.max(0, Math.floor(audio.currentTime * fps)));
-    cursor.style.left = (100 * audio.currentTime * fps / frames) + '%';
-    if (!audio.paused || box.dataset.shown !== String(t)) {
-      const tops = box._tops || (box._tops = JSON.parse(box.dataset.tops || '[]'));
-      const top = tops[t];
-      const readout = element.querySelector('.tp-readout');
-      if (top && readout && (box.dataset.shown !== String(t))) {
-        readout.textContent = 'frame ' + t + ' · ' + audio.currentTime.toFixed(2) + ' s · most probable output: '
-          + top[0] + ' (' + top[1].toFixed(2) + ')';
-        box.dataset.shown = String(t);
-      }
-    }
-  }
-  requestAnimationFrame(update);
-};
-requestAnimationFrame(update);
-element.addEventListener('click', (event) => {
-  const stack = event.target.closest('.tp-stack');
-  if (!stack) return;
-  const box = element.querySelector('.tp');
-  const audio = element.querySelector('.tp-audio');
-  const rect = stack.getBoundingClientRect();
-  const frac = Math.min(1, Math.max(0, (event.clientX - rect.left) / rect.width));
-  audio.currentTime = frac * Number(box.dataset.frames) / Number(box.dataset.fps);
-  audio.play();
-});
-"""

@@ -3,10 +3,15 @@
 Every figure uses the same time axis: MFCC frame index at the bottom (one frame = 10 ms, the
 unit the network works in) and seconds along the top. The builders take a pipeline.Analysis and
 return a plotly Figure (or an HTML string for the step-by-step CTC collapse).
+
+Audio and plots together: PLAYHEAD_JS (playhead.js, given to demo.launch(js=...)) moves a cursor across
+the panels while the clip plays, and seeks the clip where a panel is clicked. It works on the page's
+`#clip-audio` player and on every component with the class PLAYHEAD_CLASS; x = seconds * 100 on every panel.
 """
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -37,6 +42,9 @@ TEMPLATE = go.layout.Template(layout=go.Layout(
     colorway=[WAVE, ACCENT, "#10b981", "#ef4444", "#0ea5e9"],
 ))
 CONFIG = {"displaylogo": False, "responsive": True}  # plotly config, for gr.Plot / write_image callers
+
+PLAYHEAD_JS = (Path(__file__).with_name("playhead.js")).read_text()
+PLAYHEAD_CLASS = "follows-audio"   # elem_classes of the panels the cursor moves across
 
 MAX_WAVE_POINTS = 1600   # envelope buckets: about one per pixel of a wide screen
 TOP_K = 3
@@ -201,6 +209,8 @@ _CSS = """
 .ctc-seq .g{display:inline;padding:0;margin-right:6px;border-radius:4px;box-shadow:0 0 0 1px #94a3b8;
           -webkit-box-decoration-break:clone;box-decoration-break:clone}
 .ctc-seq .g span{border-radius:0;margin-right:0}
+.follows-audio .ctc-path .g span{cursor:pointer}
+.ctc-path .g span.now{outline:2px solid #111827;outline-offset:1px;position:relative;z-index:1}
 .ctc-text{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:20px;background:#f0fdf4;
           border:1px solid #bbf7d0;border-radius:8px;padding:6px 10px;color:#14532d;white-space:pre-wrap;word-break:break-word}
 .ctc-note{font-size:13px;color:#4b5563;margin:2px 0 10px 0}
@@ -273,7 +283,7 @@ def collapse_html(a) -> str:
     text = c.text or "(empty: every frame's best class was the blank)"
     live = (
         _step("1 · Best class at every frame", f"{len(c.path)} frames",
-              _symbols(c.path, group_runs=True),
+              f'<div class="ctc-path" data-first-frame="{first_frame(a)}">{_symbols(c.path, group_runs=True)}</div>',
               "argmax of each softmax column; a framed group is one run of the same class")
         + _step("2 · Merge repeats", f"{len(c.merged)} symbols", _symbols(c.merged),
                 "a run of the same class counts once")

@@ -1,11 +1,15 @@
 """The teaching endpoints (/align, /gradients, /shuffle) through gradio_client against the running app."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from gradio_client import Client, handle_file
 
 from asr_core import models
 from asr_core.vocab import normalize_text
+
+SERVER_LOG = Path(__file__).resolve().parent / "artifacts" / "server.log"   # conftest's app_server writes it
 
 REFERENCE = "hello world, this is a test of the speech lab"   # what conftest's speech_wav says
 
@@ -31,6 +35,21 @@ def test_align_endpoint(client, speech_wav):
 def test_align_endpoint_explains_a_missing_reference(client, speech_wav):
     with pytest.raises(Exception, match="reference"):
         client.predict(handle_file(str(speech_wav)), "   ", "rnn", api_name="/align")
+
+
+def test_user_errors_leave_no_traceback_in_the_server_log(client, speech_wav, tmp_path):
+    """A missing reference or an unreadable clip is the user's mistake: a message, not a logged crash
+    (Gradio prints the traceback of a gr.Error, message included, unless print_exception=False)."""
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("these are my lecture notes, not a recording")
+    calls = [((handle_file(str(speech_wav)), " ", "rnn"), "/align", "Type what was said"),
+             ((handle_file(str(not_audio)), "hello", "rnn"), "/align", "could not be read as audio"),
+             ((handle_file(str(not_audio)),), "/gradients", "could not be read as audio")]
+    for args, api_name, message in calls:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name=api_name)
+    log = SERVER_LOG.read_text()
+    assert "Type what was said" not in log and "could not be read as audio" not in log, log[-3000:]
 
 
 def test_gradients_endpoint(client, speech_wav):

@@ -1,5 +1,6 @@
 """Every view builds from a real analysed example clip and shows the analysis' own numbers."""
 import html
+import re
 import time
 
 import numpy as np
@@ -94,6 +95,15 @@ def test_collapse_html_has_every_step(a):
     assert "<b>hello</b> ✓" in page and "<b>helo</b> ✗" in page
 
 
+def test_collapse_path_has_one_box_per_frame(a):
+    """The browser's cursor (playhead.js) outlines box t - data-first-frame of the path row for frame t."""
+    page = views.collapse_html(a)
+    row = re.search(r'<div class="ctc-path" data-first-frame="(\d+)">(.*?)</div></div>', page)
+    assert row and int(row.group(1)) == views.first_frame(a) == 0
+    boxes = re.findall(r'<span class="[bsc]"[^>]*>([^<]*)</span>', row.group(2))
+    assert [html.unescape(b) for b in boxes] == [display(k) for k in a.best_path.path]
+
+
 def test_lengths(a):
     n = views.lengths(a)
     assert n == {"samples": len(a.clip.samples), "MFCC frames": a.frames, "network outputs": a.frames,
@@ -157,5 +167,6 @@ def test_long_clip_views_show_a_window(a):
     assert "showing 5.0–35.0 s" in soft.layout.title.subtitle.text
     assert float(soft.layout.xaxis2.ticktext[0][:-2]) >= 5.0
     assert f"{width} frames" in page and "of this window" in page
+    assert 'data-first-frame="500"' in page  # the cursor finds frame t at box t - 500
     assert wave.data[0].x[0] == pytest.approx(500)
     assert "slider" in views.info_markdown(long)
