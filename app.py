@@ -15,7 +15,8 @@ It is None before the first clip and after the recorder is cleared, so a tab's f
 accept None (return empty views). For clips longer than longform.VIEW_SECONDS draw a window
 (longform.window(analysis, start_s)), as views.detail_views does for the first tab.
 Inputs that change how a clip is analysed (e.g. a decoder selector) go into ANALYSE_INPUTS and
-become extra (defaulted) parameters of analyse().
+become extra (defaulted) parameters of analyse(); give them a value in the example `rows` too (the
+examples' outputs are cached, computed with the values their rows set).
 """
 from __future__ import annotations
 
@@ -68,6 +69,19 @@ def analyse(audio_path: str | None, model_name: str | None = None, decoder: str 
     return (text, views.info_markdown(a), views.lengths_figure(a), *views.detail_views(a), a, window)
 
 
+def example_views(audio_path, model_name=None, decoder="greedy"):
+    """What an example click shows, cached by gr.Examples: analyse() without the `analysis` state."""
+    *shown, _, window = analyse(audio_path, model_name, decoder)
+    return (*shown, window)
+
+
+def example_analysis(example):
+    """An example was clicked: fill `analysis` for the teaching tabs (the views themselves come from the cache).
+    `example` is (row index, [clip path, model, decoder]) as listed in gr.Examples."""
+    _, (path, model_name, _) = example
+    return pipeline.transcribe_file(path, model_name)
+
+
 def reanalyse(audio_path, model_name=None, decoder="greedy"):
     """The model or decoder changed: analyse the current clip again, if there is one."""
     if not audio_path:
@@ -118,21 +132,28 @@ with gr.Blocks(title="RNN speech lab") as demo:
             DETAIL_VIEWS = [waveform_plot, mfcc_plot, softmax_plot, collapse_view]
             ANALYSE_OUTPUTS = [transcript, info, lengths_plot, *DETAIL_VIEWS, analysis, window_start]
             with examples_slot:
+                # Cached, so a click answers at once: every row also sets the model and decoder its outputs
+                # were computed with. The cache folder is named for a hash of the weights, clips and code
+                # (examples.cache_dir), so new weights never show old outputs. A State cannot be cached:
+                # a second event computes `analysis` for the teaching tabs from the clicked row.
                 clips = examples.listing()
-                # Not cached: a click analyses live (well under a second) with the selected model and
-                # fills `analysis`; cached outputs would ignore the model choice and go stale with new weights.
-                gr.Examples(examples=[[str(ex.path)] for ex in clips], inputs=ANALYSE_INPUTS,
-                            outputs=ANALYSE_OUTPUTS, fn=analyse, run_on_click=True, cache_examples=False,
-                            example_labels=[f"“{ex.text}” · {ex.voice.split(':')[1]}" for ex in clips],
-                            label="Examples — synthesized voices; the label is what they say",
-                            examples_per_page=12)
+                rows = [[str(ex.path), pipeline.default_model(), "greedy"] for ex in clips]
+                examples.use_cache_dir(f"{gr.__version__} {rows}", len(rows))
+                shown = [o for o in ANALYSE_OUTPUTS if o is not analysis]
+                example_set = gr.Examples(
+                    examples=rows, inputs=ANALYSE_INPUTS, outputs=shown, fn=example_views,
+                    cache_examples=True, cache_mode="eager", preload=False,  # eager: cached after the server is up
+                    example_labels=[f"“{ex.text}” · {ex.voice.split(':')[1]}" for ex in clips],
+                    label="Examples — synthesized voices; the label is what they say", examples_per_page=12)
+                example_set.dataset.click(example_analysis, inputs=example_set.dataset, outputs=analysis,
+                                          trigger_mode="always_last", api_visibility="private")  # the last click wins
         teaching_tabs.build(analysis, audio_in, model)  # inside the RNN, CTC, gradients, order, lesson
         live_tab.build()  # live transcription from the microphone with a causal model (streaming.py)
 
     gr.on([analyse_btn.click, audio_in.upload, audio_in.stop_recording], analyse,
           inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS, api_name="transcribe")
-    gr.on([model.change, decoder.change], reanalyse, inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS,
-          api_visibility="private")
+    gr.on([model.input, decoder.input], reanalyse, inputs=ANALYSE_INPUTS, outputs=ANALYSE_OUTPUTS,
+          api_visibility="private")  # the user's choice only: an example click sets them too, from the cache
     audio_in.clear(clear, outputs=ANALYSE_OUTPUTS, api_visibility="private")
     window_start.release(show_window, inputs=[analysis, window_start], outputs=DETAIL_VIEWS,
                          api_visibility="private")
