@@ -194,7 +194,7 @@ def settings(model: str | None = None) -> dict:
         chosen.update(alpha=0.0, beta=0.0)
     if word_model is None:
         chosen.update(gamma=0.0)
-    return {**chosen, "lm": language_model, "word_lm": word_model}
+    return {**chosen, "lm": language_model, "word_lm": word_model if chosen["gamma"] else None}  # 0: skip it
 
 
 DECODERS = ("greedy", "beam")

@@ -208,6 +208,7 @@ def test_settings_are_loaded_per_model(tmp_path, monkeypatch):
     assert (m2["alpha"], m2["beta"], m2["gamma"], m2["oov"]) == (0.9, 0.5, 0.0, -6.0)
     assert (untuned["alpha"], untuned["beta"], untuned["gamma"], untuned["oov"]) == (0.5, 1.0, 0.25, -4.0)
     assert m1["lm"] is lm.load() and m1["word_lm"] is wordlm.load()
+    assert m2["word_lm"] is None  # a word LM with no weight is not consulted (it would only cost time)
     beam.beam_search(spelled("hello"), **m1)  # every key is a beam_search argument
 
 
