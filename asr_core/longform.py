@@ -82,7 +82,7 @@ def run_model(model_name: str, feats: torch.Tensor, chunk_seconds: float = CHUNK
     if is_causal(model):
         hidden = None
         for f0 in range(0, total, step):
-            h, hidden = model.rnn(feats[None, f0:f0 + step], hidden)
+            h, hidden = models.recurrent(model.rnn, feats[None, f0:f0 + step], hidden)
             out.append(model.fc(h)[0])
     else:
         for f0 in range(0, total, step):

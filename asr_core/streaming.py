@@ -160,7 +160,7 @@ class Stream:
     def _run(self, raw: torch.Tensor) -> np.ndarray:
         if raw.shape[0] == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        h, self.hidden = self.model.rnn(self.norm(raw)[None], self.hidden)
+        h, self.hidden = models.recurrent(self.model.rnn, self.norm(raw)[None], self.hidden)
         lp = self.model.fc(h)[0].log_softmax(-1).numpy()
         self.log_probs = np.concatenate([self.log_probs, lp])
         for c in lp.argmax(axis=1).tolist():  # CTC collapse, carried across chunks: merge repeats, drop blanks
