@@ -153,9 +153,10 @@ def beam_view(a, use_lm):
     hyps = beam.beam_search(a.log_probs, nbest=5, **options)
     rows, note = tv.beam_rows(a.log_probs, a.best_path.labels, hyps)
     if use_lm:
-        note += (f"\n\nWith the character language model the beam ranks by log P(text | audio) "
-                 f"+ {options['alpha']} · log P_LM(text) + {options['beta']} · length, so its order can differ "
-                 "from the exact acoustic probability column.")
+        word = (f" + {options['gamma']} · log P_word(words)" if options.get("gamma") else "")
+        note += (f"\n\nWith the language models the beam ranks by log P(text | audio) "
+                 f"+ {options['alpha']} · log P_LM(text) + {options['beta']} · length{word}, so its order can "
+                 "differ from the exact acoustic probability column.")
     return rows, note
 
 
@@ -327,7 +328,7 @@ def build(analysis: gr.State, audio_in: gr.Audio, model: gr.Dropdown) -> None:
                     "(the best *path*). Prefix beam search keeps the best text prefixes and adds up the "
                     "probabilities of all paths that reach the same text.")
         with gr.Row():
-            use_lm = gr.Checkbox(False, label="add the character language model to the beam")
+            use_lm = gr.Checkbox(False, label="add the language models (characters, and words where tuned) to the beam")
             beam_btn = gr.Button("Decode the loaded clip both ways")
         beam_md = gr.Markdown()
         beam_df = gr.Dataframe(headers=["decoder", "text", "beam score", "log P(text) all paths",
