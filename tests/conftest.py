@@ -6,8 +6,10 @@ fresh clone with only the apt packages of .ci/run installed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from asr_core import audio
+from asr_core import audio, examples
 from asr_core.app_process import free_port, stop, wait_until_answers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +101,21 @@ def free_port_fixture() -> int:
     return free_port()
 
 
+def _wait_for_example_cache(log_path: Path, timeout_s: float = 90.0) -> None:
+    """Gradio fills the example cache in the background just after the server answers; wait for it, so
+    that tests watching the repository's files (test_bad_inputs) see only what a request writes.
+    A server that finds a complete cache only reads it and prints no "Caching examples" line."""
+    start = time.time()
+    while time.time() - start < timeout_s:
+        found = re.search(r"Caching examples at: '([^']+)'", log_path.read_text())
+        if found and examples.cached_count(Path(found.group(1)).parent) >= len(examples.listing()):
+            time.sleep(0.5)  # its last CSV rows
+            return
+        if not found and time.time() - start > 3:
+            return
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def app_server():
     """`python app.py` on a free port, as a subprocess; yields its URL and stops it after the session.
@@ -118,6 +135,7 @@ def app_server():
         if not wait_until_answers(url, proc, SERVER_START_TIMEOUT_S):
             tail = log_path.read_text()[-3000:]
             pytest.fail(f"app.py did not start (exit code {proc.poll()}); log tail:\n{tail}")
+        _wait_for_example_cache(log_path)
         yield url
     finally:
         stop(proc)

@@ -44,7 +44,7 @@ def test_T_frames_in_T_distributions_out(name, T):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_padding_in_a_batch_does_not_change_the_outputs(name):
-    """With lengths, a short clip padded into a batch gets exactly the outputs it gets alone
+    """With lengths, a short clip padded into a batch gets the outputs it gets alone (to float rounding)
     (padding never enters the recurrence, in either direction)."""
     model = models.load(name)
     g = torch.Generator().manual_seed(0)
@@ -55,7 +55,8 @@ def test_padding_in_a_batch_does_not_change_the_outputs(name):
         out = model(batch, torch.tensor([80, 50]))
         alone = model(short[None])[0]
     assert out.shape == (2, 80, NUM_CLASSES)
-    np.testing.assert_allclose(out[1, :50].numpy(), alone.numpy(), atol=1e-5)
+    # equal to float32 rounding: the packed and unpacked paths run different kernels
+    np.testing.assert_allclose(out[1, :50].numpy(), alone.numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
