@@ -2,8 +2,10 @@
 
     python -m asr_core.train --model lstm --epochs 8
     torchrun --nproc-per-node 2 -m asr_core.train --model gru ...   # data-parallel (gloo on CPU, nccl on GPU)
+    python -m asr_core.train --model lstm --audio /tmp/audio.safetensors --init-from lstm   # GPU: fresh augmentation
 
-Reads the MFCC caches built by `python -m asr_core.data`, trains with CTC, and writes
+Reads the MFCC caches built by `python -m asr_core.data` (or, with --audio, decoded audio that
+asr_core.onthefly augments afresh for every batch on the device), trains with CTC, and writes
 assets/models/NAME.safetensors + NAME.json (config, data, parameter count, time, hardware, learning curve).
 Speed matters most on a 2-core CPU, so: batches of similar length (little padding), the first epoch
 shortest-first (SortaGrad, DeepSpeech 2), a warm-up to a high peak learning rate then cosine decay,
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from . import ctc, data, models
+from . import ctc, data, features, models, onthefly
 from .augment import SpecAugment
 from .vocab import decode
 
@@ -141,6 +143,9 @@ def main(argv=None) -> None:
     p.add_argument("--ckpt-dir", type=Path, default=Path("checkpoints"))
     p.add_argument("--out-dir", type=Path, default=models.MODELS_DIR)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--audio", type=Path, help="decoded audio pack (asr_core.onthefly): train on fresh augmentations "
+                   "of it made on the device for every batch, and draw the learning curve on its held-out clips")
+    p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
     args = p.parse_args(argv)
     arch = dict(ARCHS[args.model])
     if args.config:
@@ -160,10 +165,24 @@ def main(argv=None) -> None:
     random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    train = data.FeatureSet(*[data.cache_path(n) for n in args.train])
-    evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
-    lengths = [f.shape[0] for f, _ in train.items]
-    model = models.build({"arch": arch}).to(device)
+    if args.audio:
+        train = onthefly.AudioSet(args.audio, device, "train")
+        batcher = onthefly.Batcher(train, specaugment=not args.no_specaugment, seed=args.seed * 100 + rank)
+        held = onthefly.AudioSet(args.audio, torch.device("cpu"), "eval")
+        held_name = "+".join(k.split("/")[0] for k in onthefly.corpus_hours(args.audio) if k.endswith("/eval"))
+        evals = {f"{held_name}-test-pack": data.FeatureSet()} if len(held) else {}
+        for fs in evals.values():  # the pack's held-out clips (test speakers), clean, for the learning curve
+            fs.items = [(features.mfcc(w.float().numpy() / 32768), l) for w, l in zip(held.waves, held.labels)]
+        lengths = train.frames
+    else:
+        train = data.FeatureSet(*[data.cache_path(n) for n in args.train])
+        evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
+        lengths = [f.shape[0] for f, _ in train.items]
+    model = models.build({"arch": arch})
+    if args.init_from:
+        init = Path(args.init_from) if args.init_from.endswith(".safetensors") else models.MODELS_DIR / f"{args.init_from}.safetensors"
+        model.load_state_dict(load_file(init))
+    model = model.to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
     spec = None if args.no_specaugment else SpecAugment()
@@ -214,10 +233,12 @@ def main(argv=None) -> None:
         bar = tqdm(total=len(batches), initial=state["batch"], desc=f"{name} epoch {epoch + 1}/{args.epochs}",
                    disable=rank != 0, mininterval=10, dynamic_ncols=True)
         for bi in range(state["batch"], len(batches)):
-            x, xl, y, yl = collate([train.items[i] for i in batches[bi]], spec)
+            x, xl, y, yl = batcher(batches[bi]) if args.audio else collate([train.items[i] for i in batches[bi]], spec)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], progress(state), args.lr, args.warmup)
-            log_probs = net(x.to(device)).log_softmax(-1).transpose(0, 1)  # (T, B, C) for ctc_loss
+            # on a GPU padding is kept out of the recurrence (packed sequences); on a CPU that costs 14x, and
+            # batches of similar length keep the padding short
+            log_probs = net(x.to(device), xl if device.type == "cuda" else None).log_softmax(-1).transpose(0, 1)
             loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=0, zero_infinity=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -250,7 +271,10 @@ def main(argv=None) -> None:
             "parameters": models.parameter_count(model),
             "causal": not arch.get("bidirectional", False),
             "training": {
-                "data": {n: "cached MFCCs, see asr_core.data" for n in args.train},
+                "data": ({"audio pack": f"{args.audio.name}: decoded Opus clips, augmented afresh per batch on the "
+                                        "device (asr_core.onthefly)", "corpora": onthefly.corpus_hours(args.audio)}
+                         if args.audio else {n: "cached MFCCs, see asr_core.data" for n in args.train}),
+                "init_from": args.init_from,
                 "utterances": len(train), "hours_per_epoch": round(train.hours(), 2),
                 "epochs_done": round(state["curve"][-1]["epoch"], 2) if state["curve"] else 0,
                 "steps": state["step"], "audio_hours_seen": round(state["audio_hours"], 1),
