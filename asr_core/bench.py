@@ -14,7 +14,8 @@ its transcription of the same clips is timed too, for comparison.
 
 Torch runs with one thread, as in the app (app.py: one core per request), unless --threads says
 otherwise. For a GRU the model stage runs models.gru (the fast path); the same model through
-nn.GRU itself is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
+nn.GRU itself is timed beside it; for an LSTM on a CPU with native bfloat16 the model stage runs the
+app's bf16 copy (models.fast) and the float32 model is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
 outputs differ from the float model's: how often their per-frame best symbol agrees is printed.
 
 Targets (reported, never asserted): a 10 s clip fully analysed, figures included, in <= 0.3 s;
@@ -92,6 +93,8 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
     model = models.load(model_name)
     if isinstance(model.rnn, torch.nn.GRU):  # what the fast path replaced
         _, row["model_nn_gru_s"] = timed(lambda: through_nn_gru(model, feats), repeat)
+    if isinstance(models.fast(model_name), models.BF16Copy):  # the app runs a bf16 copy: time the float32 model beside it
+        _, row["model_float32_s"] = timed(lambda: through_float32(model, feats), repeat)
     if beam_search:
         _, row["beam_s"] = timed(lambda: beam.decode(log_probs, "beam", model_name), repeat)
     a = pipeline.Analysis(clip, model_name, feats.numpy(), log_probs, ctc.greedy(log_probs))
@@ -106,6 +109,12 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
 def through_nn_gru(model, feats: torch.Tensor) -> np.ndarray:
     """The model's log-probabilities computed by nn.GRU itself, not models.gru."""
     return model.fc(model.rnn(feats[None])[0]).log_softmax(-1)[0].numpy()
+
+
+@torch.inference_mode()
+def through_float32(model, feats: torch.Tensor) -> np.ndarray:
+    """The model's log-probabilities from its float32 weights (what models.fast replaced with bf16)."""
+    return model(feats[None]).log_softmax(-1)[0].numpy()
 
 
 @torch.inference_mode()
@@ -222,6 +231,13 @@ def table(r: dict) -> str:
             lines.append(f"{c['model']} on the {c['seconds']:g} s clip: models.gru {_ms(c['model_s']).strip()} ms, "
                          f"nn.GRU {_ms(c['model_nn_gru_s']).strip()} ms ({c['model_nn_gru_s'] / c['model_s']:.2f}x faster; "
                          f"{c['seconds'] / c['model_nn_gru_s']:.0f}x real time through nn.GRU)")
+    bf16_rows = [c for c in r["clips"] if "model_float32_s" in c]
+    if bf16_rows:
+        lines.append("")
+        for c in bf16_rows:
+            lines.append(f"{c['model']} on the {c['seconds']:g} s clip: bf16 copy (models.fast) {_ms(c['model_s']).strip()} ms, "
+                         f"float32 {_ms(c['model_float32_s']).strip()} ms ({c['seconds'] / c['model_float32_s']:.0f}x real time "
+                         f"in float32)")
     if r.get("int8"):
         lines.append("")
         lines.append("opt-in int8 copies (models.int8; outputs differ from the float model's):")

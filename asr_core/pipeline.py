@@ -37,8 +37,8 @@ def default_model() -> str:
 
 @torch.inference_mode()
 def run_model(model_name: str, feats: torch.Tensor) -> np.ndarray:
-    """(T, 40) features -> (T, 29) log-probabilities from the named model."""
-    model = models.load(model_name)
+    """(T, 40) features -> (T, 29) log-probabilities from the named model (its fast copy, see models.fast)."""
+    model = models.fast(model_name)
     return model(feats[None]).log_softmax(-1)[0].numpy()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,35 +18,26 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from asr_core import pipeline  # noqa: E402
+from asr_core import app_process, pipeline  # noqa: E402
 from asr_core.bench import make_clip  # noqa: E402
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = app_process.free_port()
     env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
                GRADIO_ANALYTICS_ENABLED="False")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("app.py did not start")
-            time.sleep(0.5)
+    if not app_process.wait_until_answers(url, proc, timeout_s=300):
+        app_process.stop(proc)
+        raise SystemExit("app.py did not start")
+    return proc, url
 
 
 def user(url: str, clip: Path, requests: int, model: str | None, deadline: float, latencies: list,
@@ -113,8 +103,7 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - start
         finally:
             if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
+                app_process.stop(proc)
 
     total = args.users * args.requests
     print(f"{args.users} users x {args.requests} requests, {args.seconds:g} s clip, model {model}, against {url}")

@@ -55,8 +55,11 @@ def test_hand_computed_states_match_torch(name, feats):
         h_torch = _layer0_copy(rnn)(torch.from_numpy(feats)[None])[0][0].numpy()
     assert u.h.shape == (len(feats), rnn.hidden_size)
     np.testing.assert_allclose(u.h, h_torch, atol=1e-5)
-    # o_t is the whole model's output
-    np.testing.assert_allclose(u.log_probs, pipeline.run_model(name, torch.from_numpy(feats)), atol=1e-4)
+    # o_t is the whole (float32) model's output; the main tab may show a bf16 LSTM's (models.fast), within bf16 rounding
+    with torch.inference_mode():
+        whole = models.load(name)(torch.from_numpy(feats)[None]).log_softmax(-1)[0].numpy()
+    np.testing.assert_allclose(u.log_probs, whole, atol=1e-4)
+    assert np.abs(np.exp(u.log_probs) - np.exp(pipeline.run_model(name, torch.from_numpy(feats)))).max() < 0.25
 
 
 def test_lstm_gates_match_torch_cell(feats):
