@@ -13,8 +13,11 @@ the same chain as augment.random_augment, batched over padded clips of similar l
 An *audio pack* carries the training audio to a machine that has no ../shared/data (the lent GPU
 machine receives only the repository, 64 MiB in all): Opus files at a low bitrate and a manifest.
 
-    python -m asr_core.onthefly pack .pack              # here: ~30 MB of Opus from ../shared/data + synth cache
-    python -m asr_core.onthefly decode .pack /tmp/audio.safetensors   # there: decode once, for every trainer
+    python -m asr_core.onthefly pack .gpu/pack          # here: ~30 MB of Opus from ../shared/data + synth cache
+    python -m asr_core.onthefly decode PACK /tmp/audio.safetensors    # there: decode once, for every trainer
+
+scripts/gpu_train.sh runs the GPU side. The same --audio training also runs on a CPU (about 0.85 h of audio per
+minute for the LSTM on 2 cores, against 1.4 from the MFCC caches).
 """
 from __future__ import annotations
 
