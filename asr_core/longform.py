@@ -88,7 +88,7 @@ def run_model(model_name: str, feats: torch.Tensor, chunk_seconds: float = CHUNK
         for f0 in range(0, total, step):
             f1 = min(f0 + step, total)
             a, b = max(0, f0 - ctx), min(total, f1 + ctx)
-            out.append(model(feats[None, a:b])[0, f0 - a:f1 - a])
+            out.append(models.fast(model_name)(feats[None, a:b])[0, f0 - a:f1 - a])  # bf16 for an LSTM, as one pass
     return torch.cat(out).log_softmax(-1).numpy()
 
 

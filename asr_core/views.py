@@ -349,7 +349,8 @@ def info_markdown(a) -> str:
     rate = (f"{c.original_rate:,} Hz" if c.original_rate == SAMPLE_RATE
             else f"{c.original_rate:,} Hz (resampled to {SAMPLE_RATE:,} Hz)")
     parts = [f"**{c.seconds:.2f} s**", f"{len(c.samples):,} samples", rate, ch,
-             f"{a.frames} frames", f"model **{a.model_name}**"]
+             f"{a.frames} frames", f"model **{a.model_name}**"
+             + (" (bfloat16 copy, for speed)" if isinstance(models.fast(a.model_name), models.BF16Copy) else "")]
     line = " · ".join(parts)
     if needs_window(a):
         line += (f"  \nThe panels below show {longform.VIEW_SECONDS:.0f} s at a time: "
