@@ -90,11 +90,11 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
     _, t_greedy = timed(lambda: ctc.greedy(log_probs), repeat)
     row = {"seconds": seconds, "model": model_name, "decode_s": t_decode, "mfcc_s": t_mfcc,
            "model_s": t_model, "greedy_s": t_greedy}
-    model = models.load(model_name)
-    if isinstance(model.rnn, torch.nn.GRU):  # what the fast path replaced
-        _, row["model_nn_gru_s"] = timed(lambda: through_nn_gru(model, feats), repeat)
-    if isinstance(models.fast(model_name), models.BF16Copy):  # the app runs a bf16 copy: time the float32 model beside it
-        _, row["model_float32_s"] = timed(lambda: through_float32(model, feats), repeat)
+    baseline = slower_path(model_name)  # what the app's faster path replaced, timed beside it
+    if baseline:
+        fast_name, slow_name, slow = baseline
+        _, slow_s = timed(lambda: slow(feats), repeat)
+        row["baseline"] = {"fast": fast_name, "slow": slow_name, "slow_s": slow_s}
     if beam_search:
         _, row["beam_s"] = timed(lambda: beam.decode(log_probs, "beam", model_name), repeat)
     a = pipeline.Analysis(clip, model_name, feats.numpy(), log_probs, ctc.greedy(log_probs))
@@ -105,16 +105,22 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
     return row
 
 
-@torch.inference_mode()
-def through_nn_gru(model, feats: torch.Tensor) -> np.ndarray:
-    """The model's log-probabilities computed by nn.GRU itself, not models.gru."""
-    return model.fc(model.rnn(feats[None])[0]).log_softmax(-1)[0].numpy()
+def slower_path(model_name: str):
+    """(name of the app's path, name of the plain path, function feats -> log-probs by the plain path), or None:
+    a GRU runs models.gru instead of nn.GRU; an LSTM on a CPU with native bf16 runs a bf16 copy instead of float32."""
+    model = models.load(model_name)
 
+    @torch.inference_mode()
+    def plain(feats: torch.Tensor) -> np.ndarray:
+        if isinstance(model.rnn, torch.nn.GRU):
+            return model.fc(model.rnn(feats[None])[0]).log_softmax(-1)[0].numpy()  # nn.GRU itself
+        return model(feats[None]).log_softmax(-1)[0].numpy()
 
-@torch.inference_mode()
-def through_float32(model, feats: torch.Tensor) -> np.ndarray:
-    """The model's log-probabilities from its float32 weights (what models.fast replaced with bf16)."""
-    return model(feats[None]).log_softmax(-1)[0].numpy()
+    if isinstance(model.rnn, torch.nn.GRU):
+        return "models.gru", "nn.GRU", plain
+    if isinstance(models.fast(model_name), models.BF16Copy):
+        return "bf16 copy (models.fast)", "float32", plain
+    return None
 
 
 @torch.inference_mode()
@@ -224,20 +230,14 @@ def table(r: dict) -> str:
         lines.append(f"{c['seconds']:4g}  {c['model']:>5}  {_ms(c['decode_s'])}  {_ms(c['mfcc_s'])} {_ms(c['model_s'])}"
                      f" {_ms(c['greedy_s'])} {_ms(c.get('beam_s'))} {_ms(c['views_s'])} | {_ms(c['analyse_s'])}"
                      f"  {c['model_x_realtime']:8.0f}x  {c['analyse_x_realtime']:8.1f}x")
-    gru_rows = [c for c in r["clips"] if "model_nn_gru_s" in c]
-    if gru_rows:
+    compared = [c for c in r["clips"] if "baseline" in c]
+    if compared:
         lines.append("")
-        for c in gru_rows:
-            lines.append(f"{c['model']} on the {c['seconds']:g} s clip: models.gru {_ms(c['model_s']).strip()} ms, "
-                         f"nn.GRU {_ms(c['model_nn_gru_s']).strip()} ms ({c['model_nn_gru_s'] / c['model_s']:.2f}x faster; "
-                         f"{c['seconds'] / c['model_nn_gru_s']:.0f}x real time through nn.GRU)")
-    bf16_rows = [c for c in r["clips"] if "model_float32_s" in c]
-    if bf16_rows:
-        lines.append("")
-        for c in bf16_rows:
-            lines.append(f"{c['model']} on the {c['seconds']:g} s clip: bf16 copy (models.fast) {_ms(c['model_s']).strip()} ms, "
-                         f"float32 {_ms(c['model_float32_s']).strip()} ms ({c['seconds'] / c['model_float32_s']:.0f}x real time "
-                         f"in float32)")
+        for c in compared:
+            b = c["baseline"]
+            lines.append(f"{c['model']} on the {c['seconds']:g} s clip: {b['fast']} {_ms(c['model_s']).strip()} ms, "
+                         f"{b['slow']} {_ms(b['slow_s']).strip()} ms ({b['slow_s'] / c['model_s']:.2f}x faster; "
+                         f"{c['seconds'] / b['slow_s']:.0f}x real time through {b['slow']})")
     if r.get("int8"):
         lines.append("")
         lines.append("opt-in int8 copies (models.int8; outputs differ from the float model's):")

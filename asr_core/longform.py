@@ -85,10 +85,11 @@ def run_model(model_name: str, feats: torch.Tensor, chunk_seconds: float = CHUNK
             h, hidden = models.recurrent(model.rnn, feats[None, f0:f0 + step], hidden)
             out.append(model.fc(h)[0])
     else:
+        whole = models.fast(model_name)  # a bf16 copy for an LSTM, as in the one-pass path
         for f0 in range(0, total, step):
             f1 = min(f0 + step, total)
             a, b = max(0, f0 - ctx), min(total, f1 + ctx)
-            out.append(models.fast(model_name)(feats[None, a:b])[0, f0 - a:f1 - a])  # bf16 for an LSTM, as one pass
+            out.append(whole(feats[None, a:b])[0, f0 - a:f1 - a])
     return torch.cat(out).log_softmax(-1).numpy()
 
 
