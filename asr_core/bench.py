@@ -13,9 +13,9 @@ resident memory after it has analysed the longest clip. If the pocketsphinx pack
 its transcription of the same clips is timed too, for comparison.
 
 Torch runs with one thread, as in the app (app.py: one core per request), unless --threads says
-otherwise. For a GRU the model stage runs models.gru (the fast path); the same model through
-nn.GRU itself is timed beside it; for an LSTM on a CPU with native bfloat16 the model stage runs the
-app's bf16 copy (models.fast) and the float32 model is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
+otherwise. The model stage runs what the app runs (models.fast): on a CPU with native bfloat16, the
+GRU's C kernel with bf16 weights (asr_core/native.py; models.gru where it cannot be built) and the
+LSTM's bf16 copy; the plain float32 model (nn.GRU / nn.LSTM) is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
 outputs differ from the float model's: how often their per-frame best symbol agrees is printed.
 
 Targets (reported, never asserted): a 10 s clip fully analysed, figures included, in <= 0.3 s;
@@ -40,7 +40,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from . import app_process, audio, beam, ctc, features, models, pipeline, views
+from . import app_process, audio, beam, ctc, features, models, native, pipeline, views
 from .examples import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +107,8 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
 
 def slower_path(model_name: str):
     """(name of the app's path, name of the plain path, function feats -> log-probs by the plain path), or None:
-    a GRU runs models.gru instead of nn.GRU; an LSTM on a CPU with native bf16 runs a bf16 copy instead of float32."""
+    a GRU runs the bf16 C kernel (native.py; without it, models.gru) instead of float32 nn.GRU; an LSTM on a CPU with
+    native bf16 runs PyTorch's bf16 copy instead of float32."""
     model = models.load(model_name)
 
     @torch.inference_mode()
@@ -116,6 +117,8 @@ def slower_path(model_name: str):
             return model.fc(model.rnn(feats[None])[0]).log_softmax(-1)[0].numpy()  # nn.GRU itself
         return model(feats[None]).log_softmax(-1)[0].numpy()
 
+    if isinstance(models.fast(model_name), models.BF16GRU):
+        return "bf16 GRU kernel (models.fast)", "nn.GRU float32", plain
     if isinstance(model.rnn, torch.nn.GRU):
         return "models.gru", "nn.GRU", plain
     if isinstance(models.fast(model_name), models.BF16Copy):
@@ -194,7 +197,8 @@ def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "gpu": torch.cuda.is_available(),
-            "load_average_1min": os.getloadavg()[0]}
+            "load_average_1min": os.getloadavg()[0], "bf16_native": models.bf16_native(),
+            "gru_kernel": native.status()}
 
 
 def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool, sphinx: bool = True,
@@ -223,7 +227,8 @@ def _ms(x) -> str:
 def table(r: dict) -> str:
     m = r["machine"]
     lines = [f"machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} thread(s), "
-             f"GPU: {'yes' if m['gpu'] else 'no'}; load average {m['load_average_1min']:.1f} when it started", "",
+             f"GPU: {'yes' if m['gpu'] else 'no'}; load average {m['load_average_1min']:.1f} when it started",
+             f"GRU kernel (asr_core/native.py): {m['gru_kernel']}", "",
              "clip   model  decode+resample  MFCC   model   greedy    beam   views | analysis  model xRT  total xRT",
              "  s             ms               ms     ms      ms        ms     ms    |  ms"]
     for c in r["clips"]:

@@ -80,9 +80,10 @@ def run_model(model_name: str, feats: torch.Tensor, chunk_seconds: float = CHUNK
     step, ctx, total = int(chunk_seconds * FPS), int(context_seconds * FPS), feats.shape[0]
     out = []
     if is_causal(model):
+        run = models.causal_step(model_name)  # as in the one-pass path (the GRU's bf16 kernel where it runs)
         hidden = None
         for f0 in range(0, total, step):
-            h, hidden = models.recurrent(model.rnn, feats[None, f0:f0 + step], hidden)
+            h, hidden = run(feats[None, f0:f0 + step], hidden)
             out.append(model.fc(h)[0])
     else:
         whole = models.fast(model_name)  # a bf16 copy for an LSTM, as in the one-pass path

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from . import native
 from .vocab import NUM_CLASSES
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
@@ -183,18 +184,76 @@ class BF16Copy(nn.Module):
         return self.inner(x.to(torch.bfloat16), lengths).float()
 
 
+class BF16GRU(nn.Module):
+    """A causal GRU model whose time loop runs in native.gru_layer (bfloat16 W_hh; float32 state, gates and
+    read-out); the input projections of all frames are one bf16 matrix product. `recurrent` carries the state
+    like models.recurrent. Anything but one float32 clip at inference (a batch, lengths, gradients) runs the
+    float32 model itself, which it shares."""
+
+    def __init__(self, model: nn.Module, kernel):
+        super().__init__()
+        self.model, self.kernel, self.layers = model, kernel, []
+        H = model.rnn.hidden_size
+        for layer in range(model.rnn.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, f"{w}_l{layer}").detach().float()
+                                      for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            bias = b_ih.clone()
+            bias[:2 * H] += b_hh[:2 * H]                          # b_hr, b_hz join the input side; b_hn cannot
+            self.layers.append((w_ih.to(torch.bfloat16), bias, native.pack(w_hh.numpy()), b_hh[2 * H:].numpy().copy()))
+
+    def recurrent(self, x: torch.Tensor, hx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `recurrent(model.rnn, x, hx)`: (1, T, H) outputs and the (layers, 1, H) final state to carry on."""
+        if not self._usable(x):
+            return recurrent(self.model.rnn, x, hx)
+        layer_in, finals = x[0], []
+        for layer, (w_ih, bias, packed, b_hn) in enumerate(self.layers):
+            gi = (layer_in.to(torch.bfloat16) @ w_ih.t()).float() + bias   # (T, 3H) for every frame at once
+            h0 = np.zeros(len(b_hn), np.float32) if hx is None else hx[layer, 0].float().numpy()
+            out = native.gru_layer(self.kernel, gi.numpy(), packed, b_hn, h0)
+            finals.append(out[-1] if len(out) else h0)
+            layer_in = torch.from_numpy(out)
+        return layer_in[None], torch.from_numpy(np.stack(finals))[:, None]
+
+    @staticmethod
+    def _usable(x: torch.Tensor) -> bool:
+        return x.dim() == 3 and x.shape[0] == 1 and x.dtype == torch.float32 and not torch.is_grad_enabled()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None or not self._usable(x):
+            return self.model(x, lengths)
+        return self.model.fc(self.recurrent(x)[0])
+
+
+def causal_step(name: str):
+    """For a causal model: step(x, hx) -> (outputs, state), run as the app runs the model (models.fast), so
+    that streaming and long recordings carried chunk by chunk compute what one pass over the clip computes."""
+    copy = fast(name)
+    if isinstance(copy, BF16GRU):
+        return copy.recurrent
+    return functools.partial(recurrent, load(name).rnn)
+
+
+def is_bf16_copy(model: nn.Module) -> bool:
+    """Is this one of the app's bfloat16 copies (models.fast) rather than the float32 model?"""
+    return isinstance(model, (BF16Copy, BF16GRU))
+
+
 @functools.lru_cache(maxsize=8)
 def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
-    """The copy of a shipped model that the app runs: for an LSTM on a CPU with native bfloat16, a bf16 copy
-    (oneDNN's fused LSTM kernel in bf16 moves half the bytes per step: 2x faster); otherwise `load(name)`.
+    """The copy of a shipped model that the app runs, on CPUs that multiply bfloat16 in hardware:
+    - a causal GRU: BF16GRU, its time loop in C with bf16 W_hh (native.py), where the kernel builds;
+    - an LSTM: a bf16 copy through PyTorch (oneDNN's fused LSTM kernel in bf16 moves half the bytes per step);
+    otherwise (the RNN, other CPUs, ASR_LAB_FP32=1) `load(name)` itself.
 
-    Measured on this project's 2-core AMD EPYC (AVX-512 BF16), one thread, shipped LSTM: 10 s clip 48 ms
-    (207x real time) vs 95 ms in float32; on speechocean762 test (2000 utterances, one clip at a time, greedy)
-    CER 0.4300 / WER 0.8287 vs float32's 0.4296 / 0.8285, the same best symbol on 99.94% of frames.
-    Every accuracy figure in the cards and README is the float32 model's (python -m asr_core.evaluate).
+    Speed (10 s clip, one thread) and accuracy on speechocean762 test against the float32 model: README,
+    "Speed and memory". Every accuracy figure in the cards is the float32 model's (asr_core.evaluate).
     """
     model = load(name) if directory == MODELS_DIR else load(name, directory)  # load's cache is keyed by the call
-    if not (isinstance(getattr(model, "rnn", None), nn.LSTM) and bf16_native()):
+    rnn = getattr(model, "rnn", None)
+    if isinstance(rnn, nn.GRU) and not rnn.bidirectional and rnn.bias and native.supports(rnn.hidden_size):
+        kernel = native.kernel()
+        return BF16GRU(model, kernel) if kernel else model
+    if not (isinstance(rnn, nn.LSTM) and bf16_native()):
         return model
     twin = build(card(name, directory))  # a fresh copy: the shared one may hold inference-mode tensors
     twin.load_state_dict(load_file(directory / f"{name}.safetensors"))

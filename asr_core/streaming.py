@@ -146,6 +146,7 @@ class Stream:
         if getattr(self.model.rnn, "bidirectional", False):
             raise ValueError(f"The {model_name} model is bidirectional: each output needs the end of the "
                              "recording, so it cannot transcribe live. Pick a unidirectional model (rnn, gru).")
+        self.step = models.causal_step(model_name)  # the GRU's bf16 kernel where the app uses it (models.fast)
         self.resampler: Resampler | None = None
         self.mfcc = IncrementalMFCC()
         self.norm = norm or RunningNorm()
@@ -160,7 +161,7 @@ class Stream:
     def _run(self, raw: torch.Tensor) -> np.ndarray:
         if raw.shape[0] == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        h, self.hidden = models.recurrent(self.model.rnn, self.norm(raw)[None], self.hidden)
+        h, self.hidden = self.step(self.norm(raw)[None], self.hidden)
         lp = self.model.fc(h)[0].log_softmax(-1).numpy()
         self.log_probs = np.concatenate([self.log_probs, lp])
         for c in lp.argmax(axis=1).tolist():  # CTC collapse, carried across chunks: merge repeats, drop blanks

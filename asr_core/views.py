@@ -350,7 +350,7 @@ def info_markdown(a) -> str:
             else f"{c.original_rate:,} Hz (resampled to {SAMPLE_RATE:,} Hz)")
     parts = [f"**{c.seconds:.2f} s**", f"{len(c.samples):,} samples", rate, ch,
              f"{a.frames} frames", f"model **{a.model_name}**"
-             + (" (bfloat16 copy, for speed)" if isinstance(models.fast(a.model_name), models.BF16Copy) else "")]
+             + (" (bfloat16 copy, for speed)" if models.is_bf16_copy(models.fast(a.model_name)) else "")]
     line = " · ".join(parts)
     if needs_window(a):
         line += (f"  \nThe panels below show {longform.VIEW_SECONDS:.0f} s at a time: "

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from asr_core import models
+from asr_core import models, native
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["decode_s", "mfcc_s", "model_s", "greedy_s", "beam_s", "views_s", "analyse_s", "model_x_realtime"]
@@ -29,7 +29,7 @@ def test_json_has_every_stage():
 
 
 def test_gru_fast_path_compared_and_int8_opt_in():
-    """For a GRU the bench also times nn.GRU itself (for a bf16 LSTM, its float32 self); --int8 times the int8 copy and says how far it is from the
+    """For a GRU the bench also times nn.GRU itself (for a bf16 LSTM, its float32 self) and says whether the C kernel ran; --int8 times the int8 copy and says how far it is from the
     float model. Torch runs with one thread, as in the app."""
     r = subprocess.run([sys.executable, "-m", "asr_core.bench", "--seconds", "1", "--models", "gru", "lstm", "--repeat", "1",
                         "--no-server", "--no-pocketsphinx", "--no-beam", "--int8", "--json"],
@@ -38,7 +38,10 @@ def test_gru_fast_path_compared_and_int8_opt_in():
     out = json.loads(r.stdout)
     assert out["machine"]["torch_threads"] == 1
     gru, lstm = sorted(out["clips"], key=lambda c: c["model"])
-    assert gru["baseline"]["slow"] == "nn.GRU" and gru["baseline"]["slow_s"] > 0 and gru["model_s"] > 0
+    assert gru["baseline"]["slow"].startswith("nn.GRU") and gru["baseline"]["slow_s"] > 0 and gru["model_s"] > 0
+    # the GRU's app path is the C kernel exactly where it builds here, else models.gru (numpy)
+    assert ("kernel" in gru["baseline"]["fast"]) == (native.kernel() is not None)
+    assert out["machine"]["gru_kernel"] == native.status()
     # the LSTM is compared with its float32 self exactly where the app runs a bf16 copy
     assert ("baseline" in lstm) == models.bf16_native()
     assert all(q["model_s"] > 0 and 0.5 < q["argmax_agreement"] <= 1 and q["max_prob_diff"] > 0 for q in out["int8"])

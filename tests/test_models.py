@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from asr_core import audio, ctc, features, models, pipeline
+from asr_core import audio, ctc, features, models, native, pipeline
 from asr_core.vocab import NUM_CLASSES
 
 SHIPPED = models.available()
@@ -115,9 +115,11 @@ def test_bf16_copy_hears_what_the_float_model_hears(example_wavs):
     assert any(p.dtype == torch.bfloat16 for p in twin.parameters())
 
 
-def test_fast_copy_is_bf16_only_for_the_lstm_on_native_bf16(monkeypatch):
-    for name in ("gru", "rnn"):
-        assert models.fast(name) is models.load(name)  # the same object: no second copy in memory
+def test_fast_copy_is_bf16_for_the_lstm_and_gru_on_native_bf16(monkeypatch):
+    assert models.fast("rnn") is models.load("rnn")  # the same object: no second copy in memory
     assert isinstance(models.fast("lstm"), models.BF16Copy) == models.bf16_native()
+    gru = models.fast("gru")  # the C kernel where it builds (tests/test_native.py), else the float model itself
+    assert isinstance(gru, models.BF16GRU) == (native.kernel() is not None)
+    assert gru is models.load("gru") or gru.model is models.load("gru")  # shares the float weights
     monkeypatch.setenv("ASR_LAB_FP32", "1")
     assert not models.bf16_native()

@@ -119,8 +119,11 @@ def test_info_markdown(a):
     line = views.info_markdown(a)
     assert f"{a.clip.seconds:.2f} s" in line and "16,000 Hz" in line and a.model_name in line
     # says when the outputs come from the bf16 copy (models.fast) rather than the float32 weights
-    assert ("bfloat16" in line) == isinstance(models.fast(a.model_name), models.BF16Copy)
-    assert "bfloat16" not in views.info_markdown(pipeline.transcribe_file(str(examples.listing()[0].path), "gru"))
+    assert ("bfloat16" in line) == models.is_bf16_copy(models.fast(a.model_name))
+    for name in ("gru", "rnn"):
+        line = views.info_markdown(pipeline.transcribe_file(str(examples.listing()[0].path), name))
+        assert ("bfloat16" in line) == models.is_bf16_copy(models.fast(name))
+    assert not models.is_bf16_copy(models.fast("rnn"))
 
 
 def test_model_labels(monkeypatch):
