@@ -13,9 +13,9 @@ resident memory after it has analysed the longest clip. If the pocketsphinx pack
 its transcription of the same clips is timed too, for comparison.
 
 Torch runs with one thread, as in the app (app.py: one core per request), unless --threads says
-otherwise. The model stage runs what the app runs (models.fast): on a CPU with native bfloat16, the
-GRU's C kernel with bf16 weights (asr_core/native.py; models.gru where it cannot be built) and the
-LSTM's bf16 copy; the plain float32 model (nn.GRU / nn.LSTM) is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
+otherwise. The model stage runs what the app runs (models.fast): on a CPU with AVX-512 BF16, the GRU's
+and LSTM's C kernels with bf16 weights (asr_core/native.py; where they cannot be built, models.gru and
+PyTorch's bf16 LSTM); the plain float32 model (nn.GRU / nn.LSTM) is timed beside it. --int8 also times the opt-in int8 copies (models.int8), whose
 outputs differ from the float model's: how often their per-frame best symbol agrees is printed.
 
 Targets (reported, never asserted): a 10 s clip fully analysed, figures included, in <= 0.3 s;
@@ -107,8 +107,8 @@ def bench_clip(path: Path, seconds: float, model_name: str, repeat: int, beam_se
 
 def slower_path(model_name: str):
     """(name of the app's path, name of the plain path, function feats -> log-probs by the plain path), or None:
-    a GRU runs the bf16 C kernel (native.py; without it, models.gru) instead of float32 nn.GRU; an LSTM on a CPU with
-    native bf16 runs PyTorch's bf16 copy instead of float32."""
+    a GRU or LSTM runs the bf16 C kernel (native.py) instead of float32 nn.GRU / nn.LSTM; without the kernels a GRU
+    runs models.gru instead of nn.GRU, and an LSTM on a CPU with native bf16 PyTorch's bf16 copy instead of float32."""
     model = models.load(model_name)
 
     @torch.inference_mode()
@@ -117,8 +117,9 @@ def slower_path(model_name: str):
             return model.fc(model.rnn(feats[None])[0]).log_softmax(-1)[0].numpy()  # nn.GRU itself
         return model(feats[None]).log_softmax(-1)[0].numpy()
 
-    if isinstance(models.fast(model_name), models.BF16GRU):
-        return "bf16 GRU kernel (models.fast)", "nn.GRU float32", plain
+    if isinstance(models.fast(model_name), models.KernelCopy):
+        kind = type(model.rnn).__name__
+        return f"bf16 {kind} kernel (models.fast)", f"nn.{kind} float32", plain
     if isinstance(model.rnn, torch.nn.GRU):
         return "models.gru", "nn.GRU", plain
     if isinstance(models.fast(model_name), models.BF16Copy):

@@ -184,22 +184,42 @@ class BF16Copy(nn.Module):
         return self.inner(x.to(torch.bfloat16), lengths).float()
 
 
-class BF16GRU(nn.Module):
-    """A causal GRU model whose time loop runs in native.gru_layer (bfloat16 W_hh; float32 state, gates and
-    read-out); the input projections of all frames are one bf16 matrix product. `recurrent` carries the state
-    like models.recurrent. Anything but one float32 clip at inference (a batch, lengths, gradients) runs the
-    float32 model itself, which it shares."""
+class KernelCopy(nn.Module):
+    """A recurrent model whose time loops run in native's C kernels (bfloat16 W_hh; float32 state, gates and
+    read-out); the input side of all frames is one bf16 matrix product. Anything but one float32 clip at
+    inference (a batch, lengths, gradients) runs the float32 model itself, which it shares."""
 
-    def __init__(self, model: nn.Module, kernel):
+    def __init__(self, model: nn.Module, kernels: native.Kernels):
         super().__init__()
-        self.model, self.kernel, self.layers = model, kernel, []
+        self.model, self.kernels, self.layers = model, kernels, []
+
+    @staticmethod
+    def _usable(x: torch.Tensor) -> bool:
+        return x.dim() == 3 and x.shape[0] == 1 and x.dtype == torch.float32 and not torch.is_grad_enabled()
+
+    @staticmethod
+    def _weights(rnn: nn.Module, layer: int, suffix: str = ""):
+        return tuple(getattr(rnn, f"{w}_l{layer}{suffix}").detach().float()
+                     for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None or not self._usable(x):
+            return self.model(x, lengths)
+        return self.model.fc(self.recurrent(x)[0])
+
+
+class BF16GRU(KernelCopy):
+    """A causal GRU model through native.gru_layer; `recurrent` carries the state like models.recurrent."""
+
+    def __init__(self, model: nn.Module, kernels: native.Kernels):
+        super().__init__(model, kernels)
         H = model.rnn.hidden_size
         for layer in range(model.rnn.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, f"{w}_l{layer}").detach().float()
-                                      for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            w_ih, w_hh, b_ih, b_hh = self._weights(model.rnn, layer)
             bias = b_ih.clone()
             bias[:2 * H] += b_hh[:2 * H]                          # b_hr, b_hz join the input side; b_hn cannot
-            self.layers.append((w_ih.to(torch.bfloat16), bias, native.pack(w_hh.numpy()), b_hh[2 * H:].numpy().copy()))
+            self.layers.append((w_ih.to(torch.bfloat16), bias.numpy(), native.pack(w_hh.numpy()),
+                                b_hh[2 * H:].numpy().copy()))
 
     def recurrent(self, x: torch.Tensor, hx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `recurrent(model.rnn, x, hx)`: (1, T, H) outputs and the (layers, 1, H) final state to carry on."""
@@ -207,21 +227,31 @@ class BF16GRU(nn.Module):
             return recurrent(self.model.rnn, x, hx)
         layer_in, finals = x[0], []
         for layer, (w_ih, bias, packed, b_hn) in enumerate(self.layers):
-            gi = (layer_in.to(torch.bfloat16) @ w_ih.t()).float() + bias   # (T, 3H) for every frame at once
             h0 = np.zeros(len(b_hn), np.float32) if hx is None else hx[layer, 0].float().numpy()
-            out = native.gru_layer(self.kernel, gi.numpy(), packed, b_hn, h0)
+            out = native.gru_layer(self.kernels, layer_in.to(torch.bfloat16) @ w_ih.t(), bias, packed, b_hn, h0)
             finals.append(out[-1] if len(out) else h0)
             layer_in = torch.from_numpy(out)
         return layer_in[None], torch.from_numpy(np.stack(finals))[:, None]
 
-    @staticmethod
-    def _usable(x: torch.Tensor) -> bool:
-        return x.dim() == 3 and x.shape[0] == 1 and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is not None or not self._usable(x):
-            return self.model(x, lengths)
-        return self.model.fc(self.recurrent(x)[0])
+class BF16LSTM(KernelCopy):
+    """An LSTM model (uni- or bidirectional, from a zero state) through native.lstm_layer."""
+
+    def __init__(self, model: nn.Module, kernels: native.Kernels):
+        super().__init__(model, kernels)
+        rnn = model.rnn
+        for layer in range(rnn.num_layers):
+            parts = [self._weights(rnn, layer, sfx) for sfx in (["", "_reverse"] if rnn.bidirectional else [""])]
+            w_ih = torch.cat([w for w, _, _, _ in parts]).to(torch.bfloat16)   # both directions in one product
+            bias = torch.cat([b_ih + b_hh for _, _, b_ih, b_hh in parts]).numpy()
+            self.layers.append((w_ih, bias, [native.pack(w_hh.numpy()) for _, w_hh, _, _ in parts]))
+
+    def recurrent(self, x: torch.Tensor, hx=None) -> tuple[torch.Tensor, None]:
+        assert hx is None and self._usable(x)
+        layer_in, H = x[0], self.model.rnn.hidden_size
+        for w_ih, bias, packed in self.layers:
+            layer_in = torch.from_numpy(native.lstm_layer(self.kernels, layer_in.to(torch.bfloat16) @ w_ih.t(), bias, packed, H))
+        return layer_in[None], None
 
 
 def causal_step(name: str):
@@ -235,14 +265,15 @@ def causal_step(name: str):
 
 def is_bf16_copy(model: nn.Module) -> bool:
     """Is this one of the app's bfloat16 copies (models.fast) rather than the float32 model?"""
-    return isinstance(model, (BF16Copy, BF16GRU))
+    return isinstance(model, (BF16Copy, KernelCopy))
 
 
 @functools.lru_cache(maxsize=8)
 def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
     """The copy of a shipped model that the app runs, on CPUs that multiply bfloat16 in hardware:
-    - a causal GRU: BF16GRU, its time loop in C with bf16 W_hh (native.py), where the kernel builds;
-    - an LSTM: a bf16 copy through PyTorch (oneDNN's fused LSTM kernel in bf16 moves half the bytes per step);
+    - a causal GRU or an LSTM: BF16GRU / BF16LSTM, the time loops in C with bf16 W_hh (native.py), where the
+      kernels build;
+    - else an LSTM: a bf16 copy through PyTorch (oneDNN's fused LSTM kernel in bf16);
     otherwise (the RNN, other CPUs, ASR_LAB_FP32=1) `load(name)` itself.
 
     Speed (10 s clip, one thread) and accuracy on speechocean762 test against the float32 model: README,
@@ -250,9 +281,14 @@ def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
     """
     model = load(name) if directory == MODELS_DIR else load(name, directory)  # load's cache is keyed by the call
     rnn = getattr(model, "rnn", None)
-    if isinstance(rnn, nn.GRU) and not rnn.bidirectional and rnn.bias and native.supports(rnn.hidden_size):
-        kernel = native.kernel()
-        return BF16GRU(model, kernel) if kernel else model
+    if not isinstance(rnn, (nn.GRU, nn.LSTM)):
+        return model
+    plain = rnn.bias and native.supports(rnn.hidden_size) and not getattr(rnn, "proj_size", 0)
+    kernels = native.kernel() if plain else None
+    if isinstance(rnn, nn.GRU):
+        return BF16GRU(model, kernels) if kernels and not rnn.bidirectional else model
+    if kernels:
+        return BF16LSTM(model, kernels)
     if not (isinstance(rnn, nn.LSTM) and bf16_native()):
         return model
     twin = build(card(name, directory))  # a fresh copy: the shared one may hold inference-mode tensors

@@ -117,9 +117,11 @@ def test_bf16_copy_hears_what_the_float_model_hears(example_wavs):
 
 def test_fast_copy_is_bf16_for_the_lstm_and_gru_on_native_bf16(monkeypatch):
     assert models.fast("rnn") is models.load("rnn")  # the same object: no second copy in memory
-    assert isinstance(models.fast("lstm"), models.BF16Copy) == models.bf16_native()
-    gru = models.fast("gru")  # the C kernel where it builds (tests/test_native.py), else the float model itself
-    assert isinstance(gru, models.BF16GRU) == (native.kernel() is not None)
+    kernels = native.kernel() is not None  # the C kernels where they build (tests/test_native.py)
+    lstm, gru = models.fast("lstm"), models.fast("gru")
+    assert isinstance(lstm, models.BF16LSTM) == kernels
+    assert isinstance(lstm, models.BF16Copy) == (not kernels and models.bf16_native())  # PyTorch's bf16 LSTM
+    assert isinstance(gru, models.BF16GRU) == kernels
     assert gru is models.load("gru") or gru.model is models.load("gru")  # shares the float weights
     monkeypatch.setenv("ASR_LAB_FP32", "1")
     assert not models.bf16_native()

@@ -1,5 +1,6 @@
-"""The GRU's C kernel (asr_core/native.py + gru_bf16.c): its math against PyTorch's nn.GRU, the bf16 packing,
-its results on real speech against the float32 model, and every way it can be unavailable."""
+"""The C kernels of the GRU and LSTM (asr_core/native.py + recurrent_bf16.c): their math against PyTorch's
+nn.GRU / nn.LSTM, the bf16 packing, results on real speech against the float32 models, and every way the
+kernels can be unavailable."""
 import jiwer
 import numpy as np
 import pytest
@@ -18,15 +19,15 @@ def speech(make_speech) -> torch.Tensor:
 
 @pytest.fixture()
 def kernel():
-    fn = native.kernel()
-    if fn is None:
-        pytest.skip(f"the GRU kernel is not used on this machine: {native.status()}")
-    return fn
+    fns = native.kernel()
+    if fns is None:
+        pytest.skip(f"the C kernels are not used on this machine: {native.status()}")
+    return fns
 
 
 @pytest.fixture()
 def fresh_build(monkeypatch, tmp_path):
-    """Forget the built kernel (and the models' fast copies) for one test, with the cache in tmp_path."""
+    """Forget the built kernels (and the models' fast copies) for one test, with the cache in tmp_path."""
     monkeypatch.setenv("ASR_LAB_CACHE", str(tmp_path))
     native._compiled.cache_clear()
     models.fast.cache_clear()
@@ -35,13 +36,29 @@ def fresh_build(monkeypatch, tmp_path):
     models.fast.cache_clear()
 
 
+def weights(rnn: nn.Module, suffix: str = ""):
+    return (getattr(rnn, f"{w}_l0{suffix}").detach() for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
 def layer_inputs(rnn: nn.GRU, x: torch.Tensor):
-    """Layer 0 of `rnn` as the kernel sees it: (T, 3H) input projections with b_hr, b_hz added; W_hh; b_hn."""
+    """Layer 0 of a GRU as the reference sees it: (T, 3H) W_i* x + b_i* with b_hr, b_hz added; W_hh; b_hn."""
     H = rnn.hidden_size
-    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{w}_l0").detach() for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    w_ih, w_hh, b_ih, b_hh = weights(rnn)
     gi = (x[0] @ w_ih.t() + b_ih).numpy()
     gi[:, :2 * H] += b_hh[:2 * H].numpy()
     return gi, w_hh.numpy(), b_hh[2 * H:].numpy().copy()
+
+
+def lstm_inputs(rnn: nn.LSTM, x: torch.Tensor, suffix: str = ""):
+    """Layer 0 of an LSTM (one direction) as the reference sees it: (T, 4H) W_i* x + all biases; W_hh."""
+    w_ih, w_hh, b_ih, b_hh = weights(rnn, suffix)
+    return (x[0] @ w_ih.t() + b_ih + b_hh).numpy(), w_hh.numpy()
+
+
+def bf16_input_side(rnn: nn.Module, x: torch.Tensor, suffix: str = ""):
+    """Layer 0 as the kernel sees it: W_i* x as one bf16 product (as models.fast does), the biases kept apart."""
+    w_ih, _, b_ih, b_hh = weights(rnn, suffix)
+    return x[0].to(torch.bfloat16) @ w_ih.to(torch.bfloat16).t(), b_ih, b_hh
 
 
 def test_reference_layer_is_pytorchs_gru(speech):
@@ -56,6 +73,17 @@ def test_reference_layer_is_pytorchs_gru(speech):
     np.testing.assert_allclose(native.reference_gru_layer(gi, w_hh, b_hn, h0[0, 0].numpy()), want1, atol=1e-5)
 
 
+def test_reference_lstm_layer_is_pytorchs_lstm(speech):
+    """The hand-written LSTM step (gates i, f, g, o; c' = f c + i g; h' = o tanh c') in both directions."""
+    torch.manual_seed(0)
+    rnn = nn.LSTM(40, 64, batch_first=True, bidirectional=True).eval()
+    with torch.inference_mode():
+        want = rnn(speech)[0][0].numpy()
+    forward = native.reference_lstm_layer(*lstm_inputs(rnn, speech))
+    backward = native.reference_lstm_layer(*lstm_inputs(rnn, speech, "_reverse"), reverse=True)
+    np.testing.assert_allclose(np.concatenate([forward, backward], 1), want, atol=1e-5)
+
+
 def test_pack_puts_bf16_column_pairs_in_blocks_of_16_rows():
     w = np.random.default_rng(1).normal(size=(96, 64)).astype(np.float32)
     packed = native.pack(w)
@@ -68,24 +96,42 @@ def test_pack_puts_bf16_column_pairs_in_blocks_of_16_rows():
         assert high[b, q, lane] == bf16[16 * b + lane, 2 * q + 1]
 
 
-def test_kernel_layer_matches_the_float_layer_on_speech(kernel, speech):
-    """The shipped GRU's first layer over real speech: bf16 W_hh h moves each hidden value by a little."""
+def test_kernel_gru_layer_matches_the_float_layer_on_speech(kernel, speech):
+    """The shipped GRU's first layer over real speech: bf16 inputs and W_hh h move each hidden value by a little."""
     rnn = models.load("gru").rnn
-    gi, w_hh, b_hn = layer_inputs(rnn, speech)
-    h0 = np.zeros(rnn.hidden_size, np.float32)
-    got = native.gru_layer(kernel, gi, native.pack(w_hh), b_hn, h0)
-    want = native.reference_gru_layer(gi, w_hh, b_hn, h0)
+    H = rnn.hidden_size
+    x, w_hh, b_hn = layer_inputs(rnn, speech)
+    side, b_ih, b_hh = bf16_input_side(rnn, speech)
+    bias = torch.cat([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:]]).numpy()
+    h0 = np.zeros(H, np.float32)
+    got = native.gru_layer(kernel, side, bias, native.pack(w_hh), b_hn, h0)
+    want = native.reference_gru_layer(x, w_hh, b_hn, h0)
     assert got.shape == want.shape == (speech.shape[1], rnn.hidden_size)
     assert np.abs(got - want).mean() < 5e-3
     assert np.abs(got - want).max() < 0.25
     assert np.all(np.abs(got) <= 1.0)  # h is a mix of tanh outputs and the previous state
 
 
-def test_bf16_gru_hears_what_the_float_gru_hears(kernel, example_wavs):
-    """Every shipped example through the app's GRU copy (models.fast): float32 out, nearly the same transcripts
+def test_kernel_lstm_layer_matches_the_float_layer_on_speech(kernel, speech):
+    """The shipped LSTM's first layer over real speech, both directions side by side as in nn.LSTM's output."""
+    rnn = models.load("lstm").rnn
+    (xf, wf), (xb, wb) = lstm_inputs(rnn, speech), lstm_inputs(rnn, speech, "_reverse")
+    (sf, bif, bhf), (sb, bib, bhb) = bf16_input_side(rnn, speech), bf16_input_side(rnn, speech, "_reverse")
+    got = native.lstm_layer(kernel, torch.cat([sf, sb], 1), torch.cat([bif + bhf, bib + bhb]).numpy(),
+                            [native.pack(wf), native.pack(wb)], rnn.hidden_size)
+    want = np.concatenate([native.reference_lstm_layer(xf, wf), native.reference_lstm_layer(xb, wb, reverse=True)], 1)
+    assert got.shape == want.shape == (speech.shape[1], 2 * rnn.hidden_size)
+    assert np.abs(got - want).mean() < 5e-3
+    assert np.abs(got - want).max() < 0.25
+    assert np.all(np.abs(got) < 1.0)  # h = o tanh(c)
+
+
+@pytest.mark.parametrize("name, cls", [("gru", models.BF16GRU), ("lstm", models.BF16LSTM)])
+def test_kernel_copy_hears_what_the_float_model_hears(kernel, example_wavs, name, cls):
+    """Every shipped example through the app's copy (models.fast): float32 out, nearly the same transcripts
     (a one-word clip may lose a letter: "zet" -> "et" for cat.wav), the same best symbol on nearly every frame."""
-    fast, model = models.fast("gru"), models.load("gru")
-    assert isinstance(fast, models.BF16GRU) and fast.model is model
+    fast, model = models.fast(name), models.load(name)
+    assert isinstance(fast, cls) and fast.model is model
     same = frames = 0
     want, got = [], []
     for path in example_wavs:
@@ -114,35 +160,38 @@ def test_carrying_the_state_equals_one_pass(kernel, speech):
     assert h_whole.shape == (3, 1, 320)
 
 
-def test_anything_but_one_clip_at_inference_runs_the_float_model(kernel, speech):
-    fast, model = models.fast("gru"), models.load("gru")
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_anything_but_one_clip_at_inference_runs_the_float_model(kernel, speech, name):
+    fast, model = models.fast(name), models.load(name)
     batch = torch.cat([speech, speech.flip(1)])
     with torch.inference_mode():
         np.testing.assert_array_equal(fast(batch).numpy(), model(batch).numpy())
         lengths = torch.tensor([speech.shape[1]])
         np.testing.assert_array_equal(fast(speech, lengths).numpy(), model(speech, lengths).numpy())
-    with torch.enable_grad():
-        np.testing.assert_allclose(fast(speech).detach().numpy(), model(speech).detach().numpy(), atol=1e-4)
+    if name == "gru":  # (the shared LSTM's flattened weights may have been made in inference mode: no autograd)
+        with torch.enable_grad():
+            y = fast(speech)
+            assert y.requires_grad
+            np.testing.assert_allclose(y.detach().numpy(), model(speech).detach().numpy(), atol=1e-4)
 
 
 def test_a_build_goes_to_the_cache_and_is_reused(fresh_build, monkeypatch):
     if not native.cpu_has_bf16():
         pytest.skip("this CPU has no AVX-512 BF16")
-    fn = native.kernel()
-    if fn is None:
+    if native.kernel() is None:
         pytest.skip(native.status())
-    built = list(fresh_build.glob("gru_bf16-*.so"))
+    built = list(fresh_build.glob("recurrent_bf16-*.so"))
     assert len(built) == 1 and "self-check" in native.status()
     native._compiled.cache_clear()
     monkeypatch.setenv("CC", "/bin/false")  # the cached library is loaded; no compiler is run again
     assert native.kernel() is not None
-    assert list(fresh_build.glob("gru_bf16-*.so")) == built
+    assert list(fresh_build.glob("recurrent_bf16-*.so")) == built
 
 
 @pytest.mark.parametrize("how", ["no compiler", "compiler fails", "no bf16 in the CPU", "ASR_LAB_FP32"])
-def test_without_the_kernel_the_gru_runs_in_float32(fresh_build, monkeypatch, how, speech):
-    """Each way the kernel can be missing: kernel() is None, status() says why, and models.fast gives the float GRU
-    (the LSTM keeps its own path: PyTorch's bf16 copy on a CPU with native bf16)."""
+def test_without_the_kernels_the_models_run_their_other_paths(fresh_build, monkeypatch, how, speech):
+    """Each way the kernels can be missing: kernel() is None, status() says why, models.fast gives the float GRU
+    and, for the LSTM, PyTorch's bf16 copy on a CPU with native bf16 (else the float LSTM)."""
     monkeypatch.setattr(native, "cpu_has_bf16", lambda: how != "no bf16 in the CPU")
     if how == "no compiler":
         monkeypatch.setenv("CC", "")
@@ -152,7 +201,7 @@ def test_without_the_kernel_the_gru_runs_in_float32(fresh_build, monkeypatch, ho
     elif how == "ASR_LAB_FP32":
         monkeypatch.setenv("ASR_LAB_FP32", "1")
     assert native.kernel() is None
-    assert {"no compiler": "no C compiler", "compiler fails": "building gru_bf16.c failed",
+    assert {"no compiler": "no C compiler", "compiler fails": "building recurrent_bf16.c failed",
             "no bf16 in the CPU": "no AVX-512 BF16", "ASR_LAB_FP32": "ASR_LAB_FP32=1"}[how] in native.status()
     assert models.fast("gru") is models.load("gru")
     lstm = models.fast("lstm")
