@@ -64,6 +64,9 @@ def _build(cc: str) -> Path:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        for stale in target.parent.glob(f"{SOURCE.stem}-*.so"):  # builds of earlier versions of the source
+            if stale != target:
+                stale.unlink(missing_ok=True)
     return target
 
 

@@ -3,6 +3,7 @@
     python -m asr_core.train --model lstm --epochs 8
     torchrun --nproc-per-node 2 -m asr_core.train --model gru ...   # data-parallel (gloo on CPU, nccl on GPU)
     python -m asr_core.train --model lstm --audio /tmp/audio.safetensors --init-from lstm   # GPU: fresh augmentation
+    python -m asr_core.train --model rnn --init-from rnn --teacher gru --distill 1.0   # learn from a teacher too
 
 Reads the MFCC caches built by `python -m asr_core.data` (or, with --audio, decoded audio that
 asr_core.onthefly augments afresh for every batch on the device), trains with CTC, and writes
@@ -10,6 +11,11 @@ assets/models/NAME.safetensors + NAME.json (config, data, parameter count, time,
 Speed matters most on a 2-core CPU, so: batches of similar length (little padding), the first epoch
 shortest-first (SortaGrad, DeepSpeech 2), a warm-up to a high peak learning rate then cosine decay,
 SpecAugment masks, gradient clipping. Checkpoints every few minutes; --resume continues bit-for-bit.
+
+Distillation (--teacher NAME --distill W): a shipped model's per-frame distributions on each cached
+utterance (computed once, before SpecAugment, by the teacher's app path) become a second target: the
+loss is CTC + W x the mean over real frames of KL(teacher || student). A causal teacher (the GRU) for a
+causal student (the RNN) keeps the two models' timing compatible: both can only emit what they have heard.
 """
 from __future__ import annotations
 
@@ -73,6 +79,21 @@ def collate(items, spec: SpecAugment | None):
     y = torch.cat([l for _, l in items])
     yl = torch.tensor([len(l) for _, l in items])
     return x, xl, y, yl
+
+
+@torch.inference_mode()
+def teacher_targets(name: str, items) -> list[torch.Tensor]:
+    """(T, 29) float16 log-probabilities of the shipped model `name` for each cached utterance (unmasked)."""
+    teacher = models.fast(name)
+    return [teacher(f.float()[None])[0].log_softmax(-1).half() for f, _ in tqdm(items, desc=f"teacher {name}",
+                                                                             mininterval=10)]
+
+
+def distill_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over the real (unpadded) frames of KL(teacher || student); both (B, T, C) log-probabilities."""
+    mask = (torch.arange(student_log_probs.shape[1])[None] < lengths[:, None]).to(student_log_probs.device)
+    kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="none").sum(-1)
+    return (kl * mask).sum() / mask.sum()
 
 
 def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
@@ -146,7 +167,11 @@ def main(argv=None) -> None:
     p.add_argument("--audio", type=Path, help="decoded audio pack (asr_core.onthefly): train on fresh augmentations "
                    "of it made on the device for every batch, and draw the learning curve on its held-out clips")
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
+    p.add_argument("--teacher", help="a shipped model whose per-frame distributions are a second target (distillation)")
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the KL term when --teacher is given")
     args = p.parse_args(argv)
+    if args.teacher and args.audio:
+        p.error("--teacher works on the cached MFCCs, not with --audio")
     arch = dict(ARCHS[args.model])
     if args.config:
         over = json.loads(args.config.read_text())
@@ -178,6 +203,7 @@ def main(argv=None) -> None:
         train = data.FeatureSet(*[data.cache_path(n) for n in args.train])
         evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
         lengths = [f.shape[0] for f, _ in train.items]
+    targets = teacher_targets(args.teacher, train.items) if args.teacher else None
     model = models.build({"arch": arch})
     if args.init_from:
         init = Path(args.init_from) if args.init_from.endswith(".safetensors") else models.MODELS_DIR / f"{args.init_from}.safetensors"
@@ -240,6 +266,9 @@ def main(argv=None) -> None:
             # batches of similar length keep the padding short
             log_probs = net(x.to(device), xl if device.type == "cuda" else None).log_softmax(-1).transpose(0, 1)
             loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=0, zero_infinity=True)
+            if targets is not None:
+                teacher = torch.nn.utils.rnn.pad_sequence([targets[i] for i in batches[bi]], batch_first=True)
+                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), teacher.float().to(device), xl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -275,6 +304,8 @@ def main(argv=None) -> None:
                                         "device (asr_core.onthefly)", "corpora": onthefly.corpus_hours(args.audio)}
                          if args.audio else {n: "cached MFCCs, see asr_core.data" for n in args.train}),
                 "init_from": args.init_from,
+                "teacher": ({"model": args.teacher, "distill_weight": args.distill,
+                             "loss": "CTC + weight x mean per-frame KL(teacher || student)"} if args.teacher else None),
                 "utterances": len(train), "hours_per_epoch": round(train.hours(), 2),
                 "epochs_done": round(state["curve"][-1]["epoch"], 2) if state["curve"] else 0,
                 "steps": state["step"], "audio_hours_seen": round(state["audio_hours"], 1),

@@ -178,8 +178,11 @@ def test_anything_but_one_clip_at_inference_runs_the_float_model(kernel, speech,
 def test_a_build_goes_to_the_cache_and_is_reused(fresh_build, monkeypatch):
     if not native.cpu_has_bf16():
         pytest.skip("this CPU has no AVX-512 BF16")
+    stale = fresh_build / "recurrent_bf16-0123456789abcdef.so"  # a build of an earlier version of the source
+    stale.write_bytes(b"old")
     if native.kernel() is None:
         pytest.skip(native.status())
+    assert not stale.exists()
     built = list(fresh_build.glob("recurrent_bf16-*.so"))
     assert len(built) == 1 and "self-check" in native.status()
     native._compiled.cache_clear()

@@ -67,6 +67,29 @@ def test_training_lowers_the_ctc_loss_and_writes_a_card(tmp_path, cache):
     assert len(card["curve"]) == 2 and all("cer_tiny" in p for p in card["curve"])
 
 
+def test_distill_loss_is_the_kl_on_real_frames():
+    """KL(teacher || student) per frame, by hand, averaged over the frames inside each clip's length only."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 5, 29).log_softmax(-1), torch.randn(2, 5, 29).log_softmax(-1)
+    lengths = torch.tensor([5, 3])
+    by_hand = [(teacher[b, t].exp() * (teacher[b, t] - student[b, t])).sum() for b in range(2) for t in range(lengths[b])]
+    assert torch.allclose(train.distill_loss(student, teacher, lengths), torch.stack(by_hand).mean(), atol=1e-6)
+    assert train.distill_loss(teacher, teacher, lengths).abs() < 1e-6           # a perfect student: no loss
+    padded = student.clone()
+    padded[1, 3:] = torch.randn(2, 29).log_softmax(-1)                          # frames past clip 2's end
+    assert torch.allclose(train.distill_loss(padded, teacher, lengths), train.distill_loss(student, teacher, lengths))
+
+
+def test_training_with_a_teacher(tmp_path, cache):
+    """--teacher: the shipped GRU's outputs on each clip are a second target; the card says so."""
+    card, _ = _train(tmp_path, cache, "--teacher", "gru", "--distill", "0.5", launcher=(sys.executable,))
+    assert card["training"]["teacher"]["model"] == "gru" and card["training"]["teacher"]["distill_weight"] == 0.5
+    assert card["training"]["steps"] > 0 and all(p["loss"] > 0 for p in card["curve"])
+    targets = train.teacher_targets("gru", data.FeatureSet(cache).items)
+    assert [t.shape for t in targets] == [(f.shape[0], 29) for f, _ in data.FeatureSet(cache).items]
+    assert all(torch.allclose(t.float().exp().sum(-1), torch.ones(len(t)), atol=2e-2) for t in targets)
+
+
 def test_same_seed_same_weights_and_resume_continues(tmp_path, cache):
     _, a = _train(tmp_path / "a", cache, launcher=(sys.executable,))
     _, b = _train(tmp_path / "b", cache, launcher=(sys.executable,))
