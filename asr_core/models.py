@@ -158,8 +158,9 @@ def load(name: str, directory: Path = MODELS_DIR) -> nn.Module:
     """Load a shipped model (safetensors only: nothing is unpickled), in eval mode, cached per process."""
     if not (directory / f"{name}.json").exists():
         raise KeyError(f"unknown model {name!r}; shipped: {', '.join(available(directory))}")
-    model = build(card(name, directory))
-    model.load_state_dict(load_file(directory / f"{name}.safetensors"))
+    with torch.inference_mode(False):  # normal tensors even when first loaded inside inference code: the shared
+        model = build(card(name, directory))  # model must still work with autograd (introspect's gradients)
+        model.load_state_dict(load_file(directory / f"{name}.safetensors"))
     return model.eval()
 
 

@@ -168,11 +168,10 @@ def test_anything_but_one_clip_at_inference_runs_the_float_model(kernel, speech,
         np.testing.assert_array_equal(fast(batch).numpy(), model(batch).numpy())
         lengths = torch.tensor([speech.shape[1]])
         np.testing.assert_array_equal(fast(speech, lengths).numpy(), model(speech, lengths).numpy())
-    if name == "gru":  # (the shared LSTM's flattened weights may have been made in inference mode: no autograd)
-        with torch.enable_grad():
-            y = fast(speech)
-            assert y.requires_grad
-            np.testing.assert_allclose(y.detach().numpy(), model(speech).detach().numpy(), atol=1e-4)
+    with torch.enable_grad():
+        y = fast(speech)
+        assert y.requires_grad
+        np.testing.assert_allclose(y.detach().numpy(), model(speech).detach().numpy(), atol=1e-4)
 
 
 def test_a_build_goes_to_the_cache_and_is_reused(fresh_build, monkeypatch):
