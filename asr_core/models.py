@@ -292,7 +292,7 @@ def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
         return BF16LSTM(model, kernels)
     if not (isinstance(rnn, nn.LSTM) and bf16_native()):
         return model
-    twin = build(card(name, directory))  # a fresh copy: the shared one may hold inference-mode tensors
+    twin = build(card(name, directory))  # a fresh copy: BF16Copy turns its model to bf16 in place
     twin.load_state_dict(load_file(directory / f"{name}.safetensors"))
     return BF16Copy(twin)
 

@@ -35,7 +35,7 @@ _reason = "not tried yet"
 
 
 def cpu_has_bf16() -> bool:
-    """Does this CPU execute AVX-512 BF16 (vdpbf16ps)? Read from the kernel's CPU flags; False off Linux x86-64."""
+    """Does this CPU execute AVX-512 BF16 (vdpbf16ps)? Read from Linux's /proc/cpuinfo flags; False elsewhere."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return False
     try:
