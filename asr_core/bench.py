@@ -199,7 +199,7 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "gpu": torch.cuda.is_available(),
             "load_average_1min": os.getloadavg()[0], "bf16_native": models.bf16_native(),
-            "gru_kernel": native.status()}
+            "rnn_kernels": native.status()}
 
 
 def run(seconds_list, model_names, repeat: int, server: bool, beam_search: bool, sphinx: bool = True,
@@ -229,7 +229,7 @@ def table(r: dict) -> str:
     m = r["machine"]
     lines = [f"machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']} with {m['torch_threads']} thread(s), "
              f"GPU: {'yes' if m['gpu'] else 'no'}; load average {m['load_average_1min']:.1f} when it started",
-             f"GRU kernel (asr_core/native.py): {m['gru_kernel']}", "",
+             f"GRU/LSTM C kernels (asr_core/native.py): {m['rnn_kernels']}", "",
              "clip   model  decode+resample  MFCC   model   greedy    beam   views | analysis  model xRT  total xRT",
              "  s             ms               ms     ms      ms        ms     ms    |  ms"]
     for c in r["clips"]:

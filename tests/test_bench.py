@@ -41,7 +41,7 @@ def test_gru_fast_path_compared_and_int8_opt_in():
     assert gru["baseline"]["slow"].startswith("nn.GRU") and gru["baseline"]["slow_s"] > 0 and gru["model_s"] > 0
     # the GRU's app path is the C kernel exactly where it builds here, else models.gru (numpy)
     assert ("kernel" in gru["baseline"]["fast"]) == (native.kernel() is not None)
-    assert out["machine"]["gru_kernel"] == native.status()
+    assert out["machine"]["rnn_kernels"] == native.status()
     # the LSTM is compared with its float32 self exactly where the app runs a bf16 copy (the kernel or PyTorch's)
     assert ("baseline" in lstm) == models.is_bf16_copy(models.fast("lstm"))
     assert ("kernel" in lstm.get("baseline", {}).get("fast", "")) == (native.kernel() is not None)
