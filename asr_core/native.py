@@ -4,7 +4,7 @@ loaded with ctypes.
 Why: a recurrent layer cannot batch its time steps, so each 10 ms frame costs one W_hh h per layer and
 direction. numpy's float32 matrix-vector product reads the 1.2 MB W_hh of a 320-unit GRU layer from L3 every
 step (about 18 us on this project's CPU); the kernel keeps W_hh as bfloat16 pairs in L2 and multiplies with
-AVX-512 BF16 instructions, the gates in the same loop (about 6.5 us per step). The input side of all frames
+AVX-512 BF16 instructions, the gates in the same loop (about 7.5 us per step; 6 us per LSTM direction of 256). The input side of all frames
 is one bf16 matrix product (PyTorch), handed over as bf16 with the biases added inside the loop.
 
 It is used only where it can be: an x86-64 Linux CPU that lists `avx512_bf16`, a C compiler (`cc`, or

@@ -126,12 +126,27 @@ def test_kernel_lstm_layer_matches_the_float_layer_on_speech(kernel, speech):
     assert np.all(np.abs(got) < 1.0)  # h = o tanh(c)
 
 
-@pytest.mark.parametrize("name, cls", [("gru", models.BF16GRU), ("lstm", models.BF16LSTM)])
-def test_kernel_copy_hears_what_the_float_model_hears(kernel, example_wavs, name, cls):
-    """Every shipped example through the app's copy (models.fast): float32 out, nearly the same transcripts
-    (a one-word clip may lose a letter: "zet" -> "et" for cat.wav), the same best symbol on nearly every frame."""
-    fast, model = models.fast(name), models.load(name)
-    assert isinstance(fast, cls) and fast.model is model
+def pytorch_bf16_lstm() -> models.BF16Copy:
+    """The LSTM's copy where the kernels cannot be built but the CPU has native bf16: PyTorch's (oneDNN's) bf16 LSTM."""
+    twin = models.build(models.card("lstm"))
+    twin.load_state_dict(models.load("lstm").state_dict())
+    return models.BF16Copy(twin)
+
+
+@pytest.mark.parametrize("name, copy", [("gru", "kernel"), ("lstm", "kernel"), ("lstm", "pytorch bf16")])
+def test_each_bf16_copy_hears_what_the_float_model_hears(example_wavs, name, copy):
+    """Every shipped example through each bf16 copy the app may run (models.fast): float32 out, nearly the same
+    transcripts (a one-word clip may lose a letter: "zet" -> "et" for cat.wav), the same best symbol on nearly
+    every frame."""
+    model = models.load(name)
+    if copy == "kernel":
+        if native.kernel() is None:
+            pytest.skip(f"the C kernels are not used on this machine: {native.status()}")
+        fast = models.fast(name)
+        assert isinstance(fast, {"gru": models.BF16GRU, "lstm": models.BF16LSTM}[name]) and fast.model is model
+    else:
+        fast = pytorch_bf16_lstm()
+        assert any(p.dtype == torch.bfloat16 for p in fast.parameters())
     same = frames = 0
     want, got = [], []
     for path in example_wavs:
@@ -143,7 +158,7 @@ def test_kernel_copy_hears_what_the_float_model_hears(kernel, example_wavs, name
         got.append(ctc.greedy(b.numpy()).text)
         same += int((a.argmax(-1) == b.argmax(-1)).sum())
         frames += a.shape[0]
-        assert (b.exp() - a.exp()).abs().max() < 0.3
+        assert (b.exp() - a.exp()).abs().max() < 0.3  # bf16 keeps 8 bits of mantissa: close, not equal
     assert same / frames > 0.99
     assert jiwer.cer(want, got) <= 0.03, list(zip(want, got))  # over all examples: a few characters in a hundred
 
