@@ -43,6 +43,19 @@ def speechocean(split: str) -> list[Utterance]:
     return [Utterance(u, str(root / wav[u]), normalize_text(text[u]), spk[u]) for u in sorted(text)]
 
 
+AGE_GROUPS = (("children (6-12)", 0, 12), ("teenagers (13-17)", 13, 17), ("adults (18+)", 18, 999))
+
+
+def age_groups(spk2age: Path) -> dict[str, str]:
+    """speaker -> age group, from a Kaldi-style `speaker age` table (speechocean762's spk2age)."""
+    out = {}
+    for line in open(spk2age):
+        if line.strip():
+            spk, age = line.split()
+            out[spk] = next(name for name, lo, hi in AGE_GROUPS if lo <= int(age) <= hi)
+    return out
+
+
 def ljspeech(split: str) -> list[Utterance]:
     """One speaker: every 5th clip (sorted) is 'test', the rest 'train'."""
     root = DATA / "ljspeech-subset"

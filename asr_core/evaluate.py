@@ -96,6 +96,30 @@ def log_probs(model_name: str, feats: list[torch.Tensor], batch_frames: int = 30
     return out
 
 
+def by_group(refs: list[str], hyps: list[str], groups: list[str]) -> dict:
+    """Error rates of the utterances of each group (e.g. speakers' age groups), in order of first appearance."""
+    out = {}
+    for g in dict.fromkeys(groups):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        out[g] = {"n_utts": len(idx), **error_rates([refs[i] for i in idx], [hyps[i] for i in idx])}
+    return out
+
+
+def age_breakdown(split: str, refs: list[str], hyps: dict, limit: int | None = None) -> dict:
+    """speechocean762 results per speaker age group (its spk2age: children, teenagers, adults), per decoder.
+    The scored items are the corpus's utterances in order (thinned by `limit` the same way); checked
+    transcript by transcript, and left out ({}) where they are not (e.g. a cache that skipped a clip)."""
+    utts = spread([u for u in data.speechocean(split) if u.text], limit)
+    if [u.text for u in utts] != refs:
+        print("speechocean762: scored items do not follow the corpus one to one; no age breakdown", flush=True)
+        return {}
+    ages = data.age_groups(data.DATA / "speechocean762" / split / "spk2age")
+    groups = [ages[u.speaker] for u in utts]
+    order = [name for name, _, _ in data.AGE_GROUPS]
+    return {dec: dict(sorted(by_group(refs, h, groups).items(), key=lambda kv: order.index(kv[0])))
+            for dec, h in hyps.items()}
+
+
 def score(model_name: str, items: list[tuple[torch.Tensor, str]], decoders=("greedy", "beam")) -> tuple[dict, dict]:
     """Metrics and hypotheses of one model on (features, reference) pairs, for each decoder."""
     refs = [ref for _, ref in items]
@@ -127,8 +151,10 @@ def evaluate(model_name: str, corpora=tuple(HELD_OUT), decoders=("greedy", "beam
         if corpus == "synth" and "beam" in decoders:
             _check_lm_excludes_synth_test()
         t0 = time.time()
-        metrics, _ = score(model_name, items, decoders)
+        metrics, hyps = score(model_name, items, decoders)
         results[corpus] = {"split": split, "speakers": who, **metrics}
+        if corpus == "speechocean762":
+            results[corpus]["by_age"] = age_breakdown(split, [ref for _, ref in items], hyps, limit)
         print(f"{corpus}/{split}: {len(items)} utterances in {time.time() - t0:.0f} s", flush=True)
     return results
 
@@ -151,6 +177,10 @@ def table(model_name: str, results: dict) -> str:
         cell = lambda m, k, w: f"{m[k]:>{w}.3f}" if k in m else " " * (w - 1) + "-"
         lines.append(f"{corpus:16}{r['split']:7}{r['n_utts']:>6}  {cell(g, 'cer', 10)}{cell(g, 'wer', 7)}  "
                      f"{cell(b, 'cer', 9)}{cell(b, 'wer', 7)}  {r['speakers']}")
+        for group, g in r.get("by_age", {}).get("greedy", {}).items():
+            b = r["by_age"].get("beam", {}).get(group, {})
+            lines.append(f"{'  ' + group:23}{g['n_utts']:>6}  {cell(g, 'cer', 10)}{cell(g, 'wer', 7)}  "
+                         f"{cell(b, 'cer', 9)}{cell(b, 'wer', 7)}")
     if any("beam" in r for r in results.values()):
         b = next(r["beam"] for r in results.values() if "beam" in r)
         tuned = model_name in lm.config().get("models", {})

@@ -16,6 +16,10 @@ Distillation (--teacher NAME --distill W): a shipped model's per-frame distribut
 utterance (computed once, before SpecAugment, by the teacher's app path) become a second target: the
 loss is CTC + W x the mean over real frames of KL(teacher || student). A causal teacher (the GRU) for a
 causal student (the RNN) keeps the two models' timing compatible: both can only emit what they have heard.
+A bidirectional teacher (the LSTM) has heard the future: --teacher-delay D lets the causal student answer D
+frames (10 ms each) after it; CTC's own loss does not care when a character is emitted. --distill-focus
+weights each frame's KL by the teacher's probability of a character there: most frames are blank, and a
+plain mean lets them drown out the few frames where a small student drops the teacher's characters.
 """
 from __future__ import annotations
 
@@ -82,18 +86,37 @@ def collate(items, spec: SpecAugment | None):
 
 
 @torch.inference_mode()
-def teacher_targets(name: str, items) -> list[torch.Tensor]:
-    """(T, 29) float16 log-probabilities of the shipped model `name` for each cached utterance (unmasked)."""
+def teacher_targets(name: str, items, delay: int = 0) -> list[torch.Tensor]:
+    """(T, 29) float16 log-probabilities of the shipped model `name` for each cached utterance (unmasked),
+    moved `delay` frames later: the student at frame t learns what the teacher said at t - delay (blank
+    before that). A bidirectional teacher has heard the future; a causal student given a few frames of
+    delay hears it too before it has to answer."""
     teacher = models.fast(name)
-    return [teacher(f.float()[None])[0].log_softmax(-1).half() for f, _ in tqdm(items, desc=f"teacher {name}",
-                                                                             mininterval=10)]
+    out = []
+    for f, _ in tqdm(items, desc=f"teacher {name}", mininterval=10):
+        lp = teacher(f.float()[None])[0].log_softmax(-1)
+        out.append(delayed(lp, delay).half())
+    return out
 
 
-def distill_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over the real (unpadded) frames of KL(teacher || student); both (B, T, C) log-probabilities."""
+def delayed(log_probs: torch.Tensor, delay: int) -> torch.Tensor:
+    """(T, C) log-probabilities shifted `delay` frames later; the first frames become (almost surely) blank."""
+    d = min(delay, log_probs.shape[0])
+    if d <= 0:
+        return log_probs
+    blank = torch.full((d, log_probs.shape[1]), -12.0).index_fill_(1, torch.tensor([0]), 0.0).log_softmax(-1)
+    return torch.cat([blank.to(log_probs), log_probs[: log_probs.shape[0] - d]])
+
+
+def distill_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, lengths: torch.Tensor,
+                 focus: bool = False) -> torch.Tensor:
+    """Mean over the real (unpadded) frames of KL(teacher || student); both (B, T, C) log-probabilities.
+    focus=True: a weighted mean, each frame weighted by the teacher's probability of a character there
+    (1 - P(blank)), so the frames where the teacher speaks count, not the long blank stretches between."""
     mask = (torch.arange(student_log_probs.shape[1])[None] < lengths[:, None]).to(student_log_probs.device)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="none").sum(-1)
-    return (kl * mask).sum() / mask.sum()
+    weight = mask * (1 - teacher_log_probs[..., 0].exp()) if focus else mask.float()
+    return (kl * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
 def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
@@ -169,6 +192,10 @@ def main(argv=None) -> None:
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
     p.add_argument("--teacher", help="a shipped model whose per-frame distributions are a second target (distillation)")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL term when --teacher is given")
+    p.add_argument("--distill-focus", action="store_true",
+                   help="weight each frame's KL by the teacher's probability of a character there")
+    p.add_argument("--teacher-delay", type=int, default=0,
+                   help="frames the student answers after the teacher (a causal student of a bidirectional teacher)")
     args = p.parse_args(argv)
     if args.teacher and args.audio:
         p.error("--teacher works on the cached MFCCs, not with --audio")
@@ -203,7 +230,7 @@ def main(argv=None) -> None:
         train = data.FeatureSet(*[data.cache_path(n) for n in args.train])
         evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
         lengths = [f.shape[0] for f, _ in train.items]
-    targets = teacher_targets(args.teacher, train.items) if args.teacher else None
+    targets = teacher_targets(args.teacher, train.items, args.teacher_delay) if args.teacher else None
     model = models.build({"arch": arch})
     if args.init_from:
         init = Path(args.init_from) if args.init_from.endswith(".safetensors") else models.MODELS_DIR / f"{args.init_from}.safetensors"
@@ -268,7 +295,8 @@ def main(argv=None) -> None:
             loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=0, zero_infinity=True)
             if targets is not None:
                 teacher = torch.nn.utils.rnn.pad_sequence([targets[i] for i in batches[bi]], batch_first=True)
-                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), teacher.float().to(device), xl)
+                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), teacher.float().to(device), xl,
+                                                           args.distill_focus)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -304,8 +332,11 @@ def main(argv=None) -> None:
                                         "device (asr_core.onthefly)", "corpora": onthefly.corpus_hours(args.audio)}
                          if args.audio else {n: "cached MFCCs, see asr_core.data" for n in args.train}),
                 "init_from": args.init_from,
-                "teacher": ({"model": args.teacher, "distill_weight": args.distill,
-                             "loss": "CTC + weight x mean per-frame KL(teacher || student)"} if args.teacher else None),
+                "teacher": ({"model": args.teacher, "distill_weight": args.distill, "delay_frames": args.teacher_delay,
+                             "focus": args.distill_focus,
+                             "loss": "CTC + weight x mean per-frame KL(teacher(t - delay) || student(t))"
+                                     + (", frames weighted by the teacher's 1 - P(blank)" if args.distill_focus else "")}
+                            if args.teacher else None),
                 "utterances": len(train), "hours_per_epoch": round(train.hours(), 2),
                 "epochs_done": round(state["curve"][-1]["epoch"], 2) if state["curve"] else 0,
                 "steps": state["step"], "audio_hours_seen": round(state["audio_hours"], 1),

@@ -31,6 +31,33 @@ def test_spread_covers_the_whole_list():
     assert evaluate.spread([1, 2, 3], None) == [1, 2, 3]
 
 
+def test_by_group_scores_each_group_alone(tmp_path):
+    refs = ["the cat", "a dog", "red fox", "blue sky"]
+    hyps = ["the cat", "a dig", "red", "blue sky"]
+    groups = ["adults (18+)", "children (6-12)", "adults (18+)", "children (6-12)"]
+    out = evaluate.by_group(refs, hyps, groups)
+    assert list(out) == ["adults (18+)", "children (6-12)"]
+    assert out["adults (18+)"] == {"n_utts": 2, **evaluate.error_rates(["the cat", "red fox"], ["the cat", "red"])}
+    assert out["children (6-12)"]["cer"] == pytest.approx(1 / 13, abs=1e-4)  # one letter of "a dog" + "blue sky"
+    table = tmp_path / "spk2age"
+    table.write_text("1030\t27\n1046\t7\n2001 13\n2002 12\n\n")
+    assert data.age_groups(table) == {"1030": "adults (18+)", "1046": "children (6-12)",
+                                      "2001": "teenagers (13-17)", "2002": "children (6-12)"}
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
+def test_age_breakdown_scores_each_speakers_group():
+    """Each utterance is scored in its speaker's group (spk2age); items that do not follow the corpus get none."""
+    utts = evaluate.spread(data.speechocean("test"), 60)
+    refs = [u.text for u in utts]
+    ages = data.age_groups(data.DATA / "speechocean762" / "test" / "spk2age")
+    hyps = [r if ages[u.speaker] == "children (6-12)" else "" for r, u in zip(refs, utts)]  # only children heard
+    out = evaluate.age_breakdown("test", refs, {"greedy": hyps}, limit=60)["greedy"]
+    assert out["children (6-12)"]["cer"] == 0.0 and out["adults (18+)"]["cer"] == 1.0
+    assert sum(g["n_utts"] for g in out.values()) == 60
+    assert evaluate.age_breakdown("test", refs[::-1], {"greedy": hyps}, limit=60) == {}
+
+
 @pytest.fixture(scope="module")
 def synthesized_set(make_speech):
     texts = ["seven three one", "good morning everyone", "the weather is fine today"]

@@ -78,16 +78,42 @@ def test_distill_loss_is_the_kl_on_real_frames():
     padded = student.clone()
     padded[1, 3:] = torch.randn(2, 29).log_softmax(-1)                          # frames past clip 2's end
     assert torch.allclose(train.distill_loss(padded, teacher, lengths), train.distill_loss(student, teacher, lengths))
+    # focus: each frame weighted by the teacher's probability of a character (1 - P(blank)) there
+    w = [1 - teacher[b, t, 0].exp() for b in range(2) for t in range(lengths[b])]
+    focused = (torch.stack(by_hand) * torch.stack(w)).sum() / torch.stack(w).sum()
+    assert torch.allclose(train.distill_loss(student, teacher, lengths, focus=True), focused, atol=1e-6)
+    assert torch.allclose(train.distill_loss(padded, teacher, lengths, focus=True), focused, atol=1e-6)
+    sure_blank = teacher.clone()
+    sure_blank[0, 0] = torch.tensor([0.0] + [-40.0] * 28)  # a frame the teacher is sure is blank adds nothing
+    s2 = student.clone()
+    s2[0, 0] = torch.randn(29).log_softmax(-1)
+    assert torch.allclose(train.distill_loss(student, sure_blank, lengths, focus=True),
+                          train.distill_loss(s2, sure_blank, lengths, focus=True), atol=1e-6)
+
+
+def test_delayed_targets_answer_later_and_keep_the_length():
+    """delayed(lp, d): frame t holds what frame t - d held; the first d frames say blank; T frames stay T."""
+    lp = torch.randn(7, 29).log_softmax(-1)
+    for d in (0, 3, 7, 20):
+        out = train.delayed(lp, d)
+        k = min(d, 7)
+        assert out.shape == lp.shape and torch.equal(out[k:], lp[:7 - k])
+        assert (out[:k].argmax(-1) == 0).all() and torch.allclose(out[:k].exp().sum(-1), torch.ones(k))
+        assert (out[:k, 0].exp() > 0.999).all()
 
 
 def test_training_with_a_teacher(tmp_path, cache):
     """--teacher: the shipped GRU's outputs on each clip are a second target; the card says so."""
-    card, _ = _train(tmp_path, cache, "--teacher", "gru", "--distill", "0.5", launcher=(sys.executable,))
+    card, _ = _train(tmp_path, cache, "--teacher", "gru", "--distill", "0.5", "--teacher-delay", "4",
+                     "--distill-focus", launcher=(sys.executable,))
     assert card["training"]["teacher"]["model"] == "gru" and card["training"]["teacher"]["distill_weight"] == 0.5
+    assert card["training"]["teacher"]["delay_frames"] == 4 and card["training"]["teacher"]["focus"] is True
     assert card["training"]["steps"] > 0 and all(p["loss"] > 0 for p in card["curve"])
     targets = train.teacher_targets("gru", data.FeatureSet(cache).items)
     assert [t.shape for t in targets] == [(f.shape[0], 29) for f, _ in data.FeatureSet(cache).items]
     assert all(torch.allclose(t.float().exp().sum(-1), torch.ones(len(t)), atol=2e-2) for t in targets)
+    later = train.teacher_targets("gru", data.FeatureSet(cache).items, delay=4)
+    assert all(torch.equal(b[4:], a[:-4]) and (b[:4].argmax(-1) == 0).all() for a, b in zip(targets, later))
 
 
 def test_same_seed_same_weights_and_resume_continues(tmp_path, cache):
