@@ -128,3 +128,16 @@ def test_tune_chooses_word_lm_weights_on_dev_and_stores_them_per_model(tmp_path,
     assert best["cer"] + best["wer"] <= char_only["cer"] + char_only["wer"]  # the word LM is kept only if it helps
     chosen = beam.settings(model)
     assert (chosen["alpha"], chosen["beta"], chosen["gamma"], chosen["oov"]) == (0.6, 1.0, tuned["gamma"], -3.0)
+
+
+def test_readme_model_table_matches_the_cards():
+    """README's model table quotes each shipped card's speechocean762 test numbers (greedy and beam)."""
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        if line.startswith("| "):  # the first table that names a model is the model table
+            rows.setdefault(line.split("|")[1].strip(), [c.strip() for c in line.split("|")[-5:-1]])
+    for name in models.available():
+        so = models.card(name)["metrics"]["speechocean762"]
+        assert so["split"] == "test" and so["n_utts"] == 2000
+        expected = [f"{so[d][k]:.3f}" for d in ("greedy", "beam") for k in ("cer", "wer")]
+        assert rows[name] == expected, name
