@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from . import ctc, data, features, models, onthefly
 from .augment import SpecAugment
-from .vocab import decode
+from .vocab import BLANK, decode
 
 ARCHS = {
     "rnn": {"type": "rnn", "input_size": 40, "hidden_size": 256, "num_classes": 29},
@@ -104,7 +104,9 @@ def delayed(log_probs: torch.Tensor, delay: int) -> torch.Tensor:
     d = min(delay, log_probs.shape[0])
     if d <= 0:
         return log_probs
-    blank = torch.full((d, log_probs.shape[1]), -12.0).index_fill_(1, torch.tensor([0]), 0.0).log_softmax(-1)
+    blank = torch.full((d, log_probs.shape[1]), -12.0)
+    blank[:, BLANK] = 0.0
+    blank = blank.log_softmax(-1)
     return torch.cat([blank.to(log_probs), log_probs[: log_probs.shape[0] - d]])
 
 
@@ -115,7 +117,7 @@ def distill_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tenso
     (1 - P(blank)), so the frames where the teacher speaks count, not the long blank stretches between."""
     mask = (torch.arange(student_log_probs.shape[1])[None] < lengths[:, None]).to(student_log_probs.device)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="none").sum(-1)
-    weight = mask * (1 - teacher_log_probs[..., 0].exp()) if focus else mask.float()
+    weight = mask * (1 - teacher_log_probs[..., BLANK].exp()) if focus else mask.float()
     return (kl * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
@@ -199,6 +201,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.teacher and args.audio:
         p.error("--teacher works on the cached MFCCs, not with --audio")
+    if (args.distill_focus or args.teacher_delay) and not args.teacher:
+        p.error("--distill-focus and --teacher-delay shape a teacher's targets: give --teacher too")
     arch = dict(ARCHS[args.model])
     if args.config:
         over = json.loads(args.config.read_text())
@@ -292,7 +296,7 @@ def main(argv=None) -> None:
             # on a GPU padding is kept out of the recurrence (packed sequences); on a CPU that costs 14x, and
             # batches of similar length keep the padding short
             log_probs = net(x.to(device), xl if device.type == "cuda" else None).log_softmax(-1).transpose(0, 1)
-            loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=0, zero_infinity=True)
+            loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=BLANK, zero_infinity=True)
             if targets is not None:
                 teacher = torch.nn.utils.rnn.pad_sequence([targets[i] for i in batches[bi]], batch_first=True)
                 loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), teacher.float().to(device), xl,

@@ -102,6 +102,13 @@ def test_delayed_targets_answer_later_and_keep_the_length():
         assert (out[:k, 0].exp() > 0.999).all()
 
 
+@pytest.mark.parametrize("option", [["--distill-focus"], ["--teacher-delay", "5"]])
+def test_teacher_options_need_a_teacher(option, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--model", "rnn", *option])
+    assert "--teacher" in capsys.readouterr().err
+
+
 def test_training_with_a_teacher(tmp_path, cache):
     """--teacher: the shipped GRU's outputs on each clip are a second target; the card says so."""
     card, _ = _train(tmp_path, cache, "--teacher", "gru", "--distill", "0.5", "--teacher-delay", "4",
