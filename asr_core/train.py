@@ -54,6 +54,12 @@ DEFAULT_TRAIN = ["speechocean762-train-x2", "ljspeech-train-x2", "fsdd-train-x1"
 DEFAULT_EVAL = ["speechocean762-test-x0", "synth-test-x0"]
 
 
+def epoch_order(epoch: int, seed: int, sortagrad: bool = True) -> random.Random | None:
+    """The batch order of an epoch for make_batches: None (shortest first) for SortaGrad's first epoch,
+    else a generator seeded by the run's seed and the epoch, so that a resumed run sees the same batches."""
+    return None if sortagrad and epoch == 0 else random.Random(seed * 1000 + epoch)
+
+
 def make_batches(lengths, max_frames: int, rng: random.Random | None) -> list[list[int]]:
     """Group utterances of similar length so that (longest x count) <= max_frames.
     rng=None: shortest first (SortaGrad); otherwise lengths are jittered and batch order shuffled."""
@@ -178,6 +184,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch-frames", type=int, default=16000, help="padded frames per batch (100 = 1 s)")
     p.add_argument("--clip", type=float, default=5.0, help="gradient norm clip")
     p.add_argument("--no-specaugment", action="store_true")
+    p.add_argument("--no-sortagrad", action="store_true",
+                   help="shuffle the first epoch too (a fine-tune from trained weights needs no shortest-first start)")
     p.add_argument("--train", nargs="+", default=DEFAULT_TRAIN, help="feature caches (names or paths) to train on")
     p.add_argument("--eval", nargs="+", default=DEFAULT_EVAL, help="held-out caches for the learning curve")
     p.add_argument("--eval-limit", type=int, default=300)
@@ -285,7 +293,7 @@ def main(argv=None) -> None:
     net.train()
     while state["epoch"] < args.epochs and not stop:
         epoch = state["epoch"]
-        batches = make_batches(lengths, args.batch_frames, None if epoch == 0 else random.Random(args.seed * 1000 + epoch))
+        batches = make_batches(lengths, args.batch_frames, epoch_order(epoch, args.seed, not args.no_sortagrad))
         batches = batches[: steps_per_epoch * world][rank::world]
         bar = tqdm(total=len(batches), initial=state["batch"], desc=f"{name} epoch {epoch + 1}/{args.epochs}",
                    disable=rank != 0, mininterval=10, dynamic_ncols=True)

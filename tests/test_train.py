@@ -46,6 +46,20 @@ def test_batches_cover_every_utterance_once_within_budget():
         assert all(max(lengths[i] for i in b) * len(b) <= 4000 or len(b) == 1 for b in batches)
 
 
+def test_first_epoch_is_shortest_first_unless_sortagrad_is_off():
+    import random
+    lengths = [random.Random(i).randint(50, 900) for i in range(200)]
+    longest = [max(lengths[i] for i in b) for b in train.make_batches(lengths, 4000, train.epoch_order(0, 3))]
+    assert longest == sorted(longest)  # SortaGrad: the first epoch runs from the shortest clips to the longest
+    shuffled = train.make_batches(lengths, 4000, train.epoch_order(0, 3, sortagrad=False))
+    off = [max(lengths[i] for i in b) for b in shuffled]
+    assert off != sorted(off) and sorted(i for b in shuffled for i in b) == list(range(200))
+    # later epochs are shuffled either way, the same for the same seed and epoch (so --resume sees them again)
+    again = train.make_batches(lengths, 4000, train.epoch_order(2, 3))
+    assert again == train.make_batches(lengths, 4000, train.epoch_order(2, 3, sortagrad=False))
+    assert again != train.make_batches(lengths, 4000, train.epoch_order(2, 4))
+
+
 def _train(tmp_path, cache, *extra, launcher=()):
     cmd = [*launcher, "-m", "asr_core.train", "--model", "rnn", "--train", str(cache), "--eval", str(cache),
            "--eval-limit", "4", "--epochs", "2", "--batch-frames", "1500", "--warmup", "2", "--lr", "1e-2",
