@@ -132,6 +132,29 @@ def build(config: dict) -> nn.Module:
     return RecurrentASR(cell=kind, **arch)
 
 
+def deepened(state: dict, arch: dict, gain: float = 0.25, gate_bias: float = 4.0) -> dict:
+    """Weights for the deeper LSTM `arch` from a shallower one's `state`, computing (almost) the same function
+    (Net2DeeperNet, Chen et al. 2016): the old layers are copied, each new top layer starts as a near-identity
+    per direction (input gate and output gate open, forget gate shut, no recurrence, candidate g = tanh(gain * x)
+    of its own direction's input), and the read-out is scaled back by the layer's small-signal gain.
+    Training then uses the extra layer's capacity from where the shallow model stood, not from scratch."""
+    if arch["type"] != "lstm":
+        raise ValueError("deepened grows LSTMs only")
+    old_layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in state if k.startswith("rnn.weight_ih_l"))
+    H, dirs = arch["hidden_size"], (["", "_reverse"] if arch["bidirectional"] else [""])
+    new = dict(state)
+    for layer in range(old_layers, arch["num_layers"]):
+        for d, sfx in enumerate(dirs):
+            w_ih = torch.zeros(4 * H, H * len(dirs))
+            w_ih[2 * H:3 * H, d * H:(d + 1) * H] = gain * torch.eye(H)   # g: this direction's own input
+            b_ih = torch.zeros(4 * H)
+            b_ih[:H], b_ih[H:2 * H], b_ih[3 * H:] = gate_bias, -gate_bias, gate_bias   # i open, f shut, o open
+            new.update({f"rnn.weight_ih_l{layer}{sfx}": w_ih, f"rnn.weight_hh_l{layer}{sfx}": torch.zeros(4 * H, H),
+                        f"rnn.bias_ih_l{layer}{sfx}": b_ih, f"rnn.bias_hh_l{layer}{sfx}": torch.zeros(4 * H)})
+        new["fc.weight"] = new["fc.weight"] / (gain * torch.sigmoid(torch.tensor(gate_bias)) ** 2)
+    return new
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

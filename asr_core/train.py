@@ -200,6 +200,8 @@ def main(argv=None) -> None:
     p.add_argument("--audio", type=Path, help="decoded audio pack (asr_core.onthefly): train on fresh augmentations "
                    "of it made on the device for every batch, and draw the learning curve on its held-out clips")
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
+    p.add_argument("--layers", type=int, help="recurrent layers (default: the model's); an LSTM given --init-from "
+                                              "weights with fewer layers grows new near-identity top layers")
     p.add_argument("--teacher", help="a shipped model whose per-frame distributions are a second target (distillation)")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL term when --teacher is given")
     p.add_argument("--distill-focus", action="store_true",
@@ -217,6 +219,8 @@ def main(argv=None) -> None:
         arch.update(over.pop("arch", {}))
         for k, v in over.items():
             setattr(args, k.replace("-", "_"), v)
+    if args.layers:
+        arch["num_layers"] = args.layers
     name = args.name or args.model
 
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -246,7 +250,10 @@ def main(argv=None) -> None:
     model = models.build({"arch": arch})
     if args.init_from:
         init = Path(args.init_from) if args.init_from.endswith(".safetensors") else models.MODELS_DIR / f"{args.init_from}.safetensors"
-        model.load_state_dict(load_file(init))
+        weights = load_file(init)
+        if arch["type"] == "lstm" and f"rnn.weight_ih_l{arch['num_layers'] - 1}" not in weights:
+            weights = models.deepened(weights, arch)  # a deeper LSTM that starts where the shallow one stood
+        model.load_state_dict(weights)
     model = model.to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asr_core import data, models, train
+from asr_core import audio, data, features, models, train
 from asr_core.data import Utterance
 from asr_core.vocab import decode
 
@@ -157,3 +157,38 @@ def test_data_parallel_two_cpu_processes(tmp_path, cache):
     card, weights = _train(tmp_path, cache, launcher=torchrun)
     assert "world 2" in card["training"]["hardware"]
     assert card["training"]["steps"] > 0
+
+
+def test_a_deeper_lstm_starts_where_the_shallow_one_stood(example_wavs):
+    """models.deepened: the shipped LSTM plus one near-identity top layer hears a real clip as the LSTM does
+    (Net2DeeperNet), so training the deeper model starts from the trained one, not from scratch."""
+    shallow = models.load("lstm")
+    arch = dict(models.card("lstm")["arch"], num_layers=shallow.rnn.num_layers + 1)
+    deep = models.build({"arch": arch})
+    deep.load_state_dict(models.deepened(load_file(models.MODELS_DIR / "lstm.safetensors"), arch))  # strict: all keys
+    assert models.parameter_count(deep) > models.parameter_count(shallow)
+    feats = features.mfcc(audio.load(str(max(example_wavs, key=lambda p: p.stat().st_size))).samples)[None]
+    with torch.no_grad():
+        a, b = shallow(feats).softmax(-1), deep.eval()(feats).softmax(-1)
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.99
+    assert (a - b).abs().max() < 0.1
+    # a fresh top layer with random weights is another model entirely
+    fresh = models.build({"arch": arch}).eval()
+    fresh.load_state_dict({**load_file(models.MODELS_DIR / "lstm.safetensors"),
+                           **{k: v for k, v in fresh.state_dict().items() if f"_l{arch['num_layers'] - 1}" in k}})
+    with torch.no_grad():
+        assert (a.argmax(-1) == fresh(feats).argmax(-1)).float().mean() < 0.9
+
+
+def test_train_grows_an_lstm_given_more_layers_than_its_weights(tmp_path, cache):
+    layers = models.card("lstm")["arch"]["num_layers"] + 1
+    cmd = [sys.executable, "-m", "asr_core.train", "--model", "lstm", "--layers", str(layers), "--init-from", "lstm",
+           "--train", str(cache), "--eval", str(cache), "--eval-limit", "2", "--max-steps", "1", "--warmup", "1000",
+           "--batch-frames", "1500", "--out-dir", str(tmp_path), "--ckpt-dir", str(tmp_path / "ck"), "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    card, weights = json.loads((tmp_path / "lstm.json").read_text()), load_file(tmp_path / "lstm.safetensors")
+    assert card["arch"]["num_layers"] == layers and card["training"]["options"]["layers"] == layers
+    shipped = load_file(models.MODELS_DIR / "lstm.safetensors")
+    assert torch.allclose(weights["rnn.weight_hh_l0"], shipped["rnn.weight_hh_l0"], atol=1e-3)  # one warm-up step
+    assert f"rnn.weight_ih_l{layers - 1}_reverse" in weights
