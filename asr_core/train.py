@@ -93,11 +93,13 @@ def collate(items, spec: SpecAugment | None):
 
 @torch.inference_mode()
 def teacher_targets(name: str, items, delay: int = 0) -> list[torch.Tensor]:
-    """(T, 29) float16 log-probabilities of the shipped model `name` for each cached utterance (unmasked),
+    """(T, 29) float16 log-probabilities of the shipped model `name` (or of a NAME.safetensors path with its
+    JSON card beside it, e.g. a trainer's --out-dir output) for each cached utterance (unmasked),
     moved `delay` frames later: the student at frame t learns what the teacher said at t - delay (blank
     before that). A bidirectional teacher has heard the future; a causal student given a few frames of
     delay hears it too before it has to answer."""
-    teacher = models.fast(name)
+    path = Path(name)
+    teacher = models.fast(path.stem, path.parent) if name.endswith(".safetensors") else models.fast(name)
     out = []
     for f, _ in tqdm(items, desc=f"teacher {name}", mininterval=10):
         lp = teacher(f.float()[None])[0].log_softmax(-1)
@@ -202,7 +204,8 @@ def main(argv=None) -> None:
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
     p.add_argument("--layers", type=int, help="recurrent layers (default: the model's); an LSTM given --init-from "
                                               "weights with fewer layers grows new near-identity top layers")
-    p.add_argument("--teacher", help="a shipped model whose per-frame distributions are a second target (distillation)")
+    p.add_argument("--teacher", help="a shipped model (or a NAME.safetensors with its NAME.json card beside it) whose "
+                                      "per-frame distributions are a second target (distillation)")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL term when --teacher is given")
     p.add_argument("--distill-focus", action="store_true",
                    help="weight each frame's KL by the teacher's probability of a character there")

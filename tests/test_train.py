@@ -135,6 +135,12 @@ def test_training_with_a_teacher(tmp_path, cache):
     assert all(torch.allclose(t.float().exp().sum(-1), torch.ones(len(t)), atol=2e-2) for t in targets)
     later = train.teacher_targets("gru", data.FeatureSet(cache).items, delay=4)
     assert all(torch.equal(b[4:], a[:-4]) and (b[:4].argmax(-1) == 0).all() for a, b in zip(targets, later))
+    # a teacher that is not shipped: weights and card from a trainer's --out-dir (here a copy of the LSTM's)
+    for ext in ("safetensors", "json"):
+        shutil.copy(models.MODELS_DIR / f"lstm.{ext}", tmp_path / f"teacher.{ext}")
+    elsewhere = train.teacher_targets(str(tmp_path / "teacher.safetensors"), data.FeatureSet(cache).items)
+    assert all(torch.equal(a, b) for a, b in zip(train.teacher_targets("lstm", data.FeatureSet(cache).items), elsewhere))
+    assert not all(torch.equal(a, b) for a, b in zip(targets, elsewhere))
 
 
 def test_same_seed_same_weights_and_resume_continues(tmp_path, cache):
