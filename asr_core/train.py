@@ -4,6 +4,7 @@
     torchrun --nproc-per-node 2 -m asr_core.train --model gru ...   # data-parallel (gloo on CPU, nccl on GPU)
     python -m asr_core.train --model lstm --audio /tmp/audio.safetensors --init-from lstm   # GPU: fresh augmentation
     python -m asr_core.train --model rnn --init-from rnn --teacher gru --distill 1.0   # learn from a teacher too
+    python -m asr_core.train --model lstm --layers 3 --init-from lstm   # grow the LSTM a layer (models.deepened)
 
 Reads the MFCC caches built by `python -m asr_core.data` (or, with --audio, decoded audio that
 asr_core.onthefly augments afresh for every batch on the device), trains with CTC, and writes
@@ -214,6 +215,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.teacher and args.audio:
         p.error("--teacher works on the cached MFCCs, not with --audio")
+    if args.layers and args.model == "rnn":
+        p.error("--layers: the textbook RNN keeps its one layer (SimpleASR_RNN)")
     if (args.distill_focus or args.teacher_delay) and not args.teacher:
         p.error("--distill-focus and --teacher-delay shape a teacher's targets: give --teacher too")
     arch = dict(ARCHS[args.model])

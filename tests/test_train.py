@@ -123,6 +123,12 @@ def test_teacher_options_need_a_teacher(option, capsys):
     assert "--teacher" in capsys.readouterr().err
 
 
+def test_the_textbook_rnn_keeps_its_one_layer(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--model", "rnn", "--layers", "2"])
+    assert "--layers" in capsys.readouterr().err
+
+
 def test_training_with_a_teacher(tmp_path, cache):
     """--teacher: the shipped GRU's outputs on each clip are a second target; the card says so."""
     card, _ = _train(tmp_path, cache, "--teacher", "gru", "--distill", "0.5", "--teacher-delay", "4",
