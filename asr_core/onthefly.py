@@ -150,18 +150,25 @@ class Batcher:
         self.specaugment = specaugment
         self.g = torch.Generator(audio.device).manual_seed(seed)
 
-    def __call__(self, idx: list[int]):
+    def __call__(self, idx: list[int], masked: bool = True):
+        """masked=False leaves out SpecAugment (a teacher hears the clean features; then `mask` them)."""
         waves = [self.audio.waves[i].float() / 32768 for i in idx]
         lengths = torch.tensor([len(w) for w in waves], device=self.audio.device)
         w = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
         if self.augment:
             w, lengths = augment_batch(w, lengths, self.g, self.p_clean)
         x, xl = mfcc_batch(self.mfcc, w, lengths)
-        if self.specaugment:
-            x = self.time(self.time(self.freq(x.transpose(1, 2)[:, None])))[:, 0].transpose(1, 2)
+        if masked:
+            x = self.mask(x)
         y = torch.cat([self.audio.labels[i] for i in idx])
         yl = torch.tensor([len(self.audio.labels[i]) for i in idx])
         return x, xl.cpu(), y, yl
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """SpecAugment (when on): a frequency mask and two time masks, drawn afresh for each clip of (B, T, 40)."""
+        if not self.specaugment:
+            return x
+        return self.time(self.time(self.freq(x.transpose(1, 2)[:, None])))[:, 0].transpose(1, 2)
 
 
 def _valid(lengths: torch.Tensor, width: int) -> torch.Tensor:

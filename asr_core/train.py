@@ -21,6 +21,8 @@ A bidirectional teacher (the LSTM) has heard the future: --teacher-delay D lets 
 frames (10 ms each) after it; CTC's own loss does not care when a character is emitted. --distill-focus
 weights each frame's KL by the teacher's probability of a character there: most frames are blank, and a
 plain mean lets them drown out the few frames where a small student drops the teacher's characters.
+With --audio the teacher runs alongside the student instead (on the GPU): it hears each freshly augmented
+batch before SpecAugment masks it, so its targets are as new as the audio.
 """
 from __future__ import annotations
 
@@ -109,14 +111,21 @@ def teacher_targets(name: str, items, delay: int = 0) -> list[torch.Tensor]:
 
 
 def delayed(log_probs: torch.Tensor, delay: int) -> torch.Tensor:
-    """(T, C) log-probabilities shifted `delay` frames later; the first frames become (almost surely) blank."""
-    d = min(delay, log_probs.shape[0])
+    """(..., T, C) log-probabilities shifted `delay` frames later; the first frames become (almost surely) blank."""
+    steps, classes = log_probs.shape[-2:]
+    d = min(delay, steps)
     if d <= 0:
         return log_probs
-    blank = torch.full((d, log_probs.shape[1]), -12.0)
+    blank = torch.full((d, classes), -12.0)
     blank[:, BLANK] = 0.0
-    blank = blank.log_softmax(-1)
-    return torch.cat([blank.to(log_probs), log_probs[: log_probs.shape[0] - d]])
+    blank = blank.log_softmax(-1).to(log_probs).expand(*log_probs.shape[:-2], d, classes)
+    return torch.cat([blank, log_probs[..., : steps - d, :]], dim=-2)
+
+
+def teacher_model(name: str) -> torch.nn.Module:
+    """The float model that teaches alongside training on --audio: a shipped name or a NAME.safetensors path."""
+    path = Path(name)
+    return models.load(path.stem, path.parent) if name.endswith(".safetensors") else models.load(name)
 
 
 def distill_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, lengths: torch.Tensor,
@@ -213,8 +222,6 @@ def main(argv=None) -> None:
     p.add_argument("--teacher-delay", type=int, default=0,
                    help="frames the student answers after the teacher (a causal student of a bidirectional teacher)")
     args = p.parse_args(argv)
-    if args.teacher and args.audio:
-        p.error("--teacher works on the cached MFCCs, not with --audio")
     if args.layers and args.model == "rnn":
         p.error("--layers: the textbook RNN keeps its one layer (SimpleASR_RNN)")
     if (args.distill_focus or args.teacher_delay) and not args.teacher:
@@ -252,11 +259,13 @@ def main(argv=None) -> None:
         train = data.FeatureSet(*[data.cache_path(n) for n in args.train])
         evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
         lengths = [f.shape[0] for f, _ in train.items]
-    targets = teacher_targets(args.teacher, train.items, args.teacher_delay) if args.teacher else None
+    # a teacher's targets: computed once for the cached MFCCs, or for every fresh batch of --audio
+    targets = teacher_targets(args.teacher, train.items, args.teacher_delay) if args.teacher and not args.audio else None
+    online = teacher_model(args.teacher).to(device) if args.teacher and args.audio else None
     model = models.build({"arch": arch})
     if args.init_from:
         init = Path(args.init_from) if args.init_from.endswith(".safetensors") else models.MODELS_DIR / f"{args.init_from}.safetensors"
-        weights = load_file(init)
+        weights = {k: v.float() for k, v in load_file(init).items()}  # float16 copies from a GPU round too
         if arch["type"] == "lstm" and f"rnn.weight_ih_l{arch['num_layers'] - 1}" not in weights:
             weights = models.deepened(weights, arch)  # a deeper LSTM that starts where the shallow one stood
         model.load_state_dict(weights)
@@ -311,16 +320,25 @@ def main(argv=None) -> None:
         bar = tqdm(total=len(batches), initial=state["batch"], desc=f"{name} epoch {epoch + 1}/{args.epochs}",
                    disable=rank != 0, mininterval=10, dynamic_ncols=True)
         for bi in range(state["batch"], len(batches)):
-            x, xl, y, yl = batcher(batches[bi]) if args.audio else collate([train.items[i] for i in batches[bi]], spec)
+            soft = None
+            if args.audio:
+                x, xl, y, yl = batcher(batches[bi], masked=online is None)
+                if online is not None:
+                    with torch.no_grad():
+                        soft = delayed(online(x, xl).log_softmax(-1), args.teacher_delay)
+                    x = batcher.mask(x)
+            else:
+                x, xl, y, yl = collate([train.items[i] for i in batches[bi]], spec)
+                if targets is not None:
+                    soft = torch.nn.utils.rnn.pad_sequence([targets[i] for i in batches[bi]], batch_first=True)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], progress(state), args.lr, args.warmup)
             # on a GPU padding is kept out of the recurrence (packed sequences); on a CPU that costs 14x, and
             # batches of similar length keep the padding short
             log_probs = net(x.to(device), xl if device.type == "cuda" else None).log_softmax(-1).transpose(0, 1)
             loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=BLANK, zero_infinity=True)
-            if targets is not None:
-                teacher = torch.nn.utils.rnn.pad_sequence([targets[i] for i in batches[bi]], batch_first=True)
-                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), teacher.float().to(device), xl,
+            if soft is not None:
+                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), soft.float().to(device), xl,
                                                            args.distill_focus)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -359,6 +377,8 @@ def main(argv=None) -> None:
                 "init_from": args.init_from,
                 "teacher": ({"model": args.teacher, "distill_weight": args.distill, "delay_frames": args.teacher_delay,
                              "focus": args.distill_focus,
+                             "targets": ("online: the teacher hears each augmented batch before SpecAugment" if online is not None
+                                         else "once per cached utterance, before SpecAugment"),
                              "loss": "CTC + weight x mean per-frame KL(teacher(t - delay) || student(t))"
                                      + (", frames weighted by the teacher's 1 - P(blank)" if args.distill_focus else "")}
                             if args.teacher else None),

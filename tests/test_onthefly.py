@@ -102,3 +102,34 @@ def test_training_from_a_pack_starts_from_given_weights_and_writes_its_card(pack
     assert "cer_examples-test-pack" in card["curve"][-1]  # the pack's held-out clip draws the curve
     trained, shipped = load_file(tmp_path / "out" / "rnn.safetensors"), models.load("rnn").state_dict()
     assert all(torch.allclose(trained[k], shipped[k], atol=1e-5) for k in shipped)  # lr 1e-9: still the init
+
+
+def test_an_online_teacher_hears_each_clip_of_the_unmasked_batch_as_it_would_alone(pack):
+    """With --audio a teacher runs on every fresh batch before SpecAugment: padded together with other clips
+    it says per clip what it says of that clip alone, and --teacher-delay shifts the whole batch."""
+    s = onthefly.AudioSet(pack, torch.device("cpu"))
+    batcher = onthefly.Batcher(s, seed=3)
+    x, xl, _, _ = batcher(list(range(len(s))), masked=False)
+    teacher = train.teacher_model("lstm")
+    with torch.no_grad():
+        soft = train.delayed(teacher(x, xl).log_softmax(-1), 4)
+        for b in range(len(s)):
+            alone = train.delayed(teacher(x[b:b + 1, : xl[b]]).log_softmax(-1)[0], 4)
+            assert torch.allclose(soft[b, : xl[b]], alone, atol=1e-4)
+    assert (soft[:, :4].argmax(-1) == 0).all()  # the delayed frames are blank
+    inside = torch.arange(x.shape[1])[None] < xl[:, None]
+    masked = batcher.mask(x)
+    assert masked.shape == x.shape and not (x == 0).all(-1)[inside].any()  # the teacher's copy has no masks,
+    assert (masked == 0).all(-1)[inside].any() or (masked == 0).all(1).any()  # the student's has
+
+
+def test_training_from_a_pack_with_a_teacher_runs_it_online(pack, tmp_path):
+    cmd = [sys.executable, "-m", "asr_core.train", "--model", "rnn", "--audio", str(pack), "--init-from", "rnn",
+           "--teacher", "lstm", "--distill", "0.5", "--distill-focus", "--max-steps", "2", "--epochs", "50",
+           "--batch-frames", "4000", "--eval-limit", "5", "--out-dir", str(tmp_path / "out"),
+           "--ckpt-dir", str(tmp_path / "ck"), "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    t = json.loads((tmp_path / "out" / "rnn.json").read_text())["training"]
+    assert t["steps"] == 2 and t["teacher"]["model"] == "lstm" and t["teacher"]["targets"].startswith("online")
+    assert t["teacher"]["distill_weight"] == 0.5 and t["teacher"]["focus"] is True
