@@ -30,7 +30,7 @@ while read -r name opts; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   names+=("$name")
   # shellcheck disable=SC2086  # the options are words
-  timeout "$(python3 -c "print(int($MIN * 60 + 75))")" python3 -m asr_core.train --audio $W/audio.safetensors \
+  timeout "$(python3 -c "print(int($MIN * 60 + 120))")" python3 -m asr_core.train --audio $W/audio.safetensors \
     --name "$name" --max-minutes "$MIN" --epochs 100000 --checkpoint-minutes 1 --threads 2 --batch-frames 32000 \
     --out-dir $W/out --ckpt-dir $W/ck $opts > $W/"$name".log 2>&1 &
 done < "$ROUND"
