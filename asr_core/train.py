@@ -185,7 +185,8 @@ def load_checkpoint(path: Path, model, opt) -> dict:
     return json.loads((path / "state.json").read_text())
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, checked (argparse exits with a message on a bad one)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(ARCHS), required=True)
     p.add_argument("--name", help="output name in assets/models (default: the model type)")
@@ -226,6 +227,11 @@ def main(argv=None) -> None:
         p.error("--layers: the textbook RNN keeps its one layer (SimpleASR_RNN)")
     if (args.distill_focus or args.teacher_delay) and not args.teacher:
         p.error("--distill-focus and --teacher-delay shape a teacher's targets: give --teacher too")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     arch = dict(ARCHS[args.model])
     if args.config:
         over = json.loads(args.config.read_text())

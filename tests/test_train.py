@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,21 @@ def test_train_grows_an_lstm_given_more_layers_than_its_weights(tmp_path, cache)
     assert torch.allclose(weights["rnn.weight_hh_l0"], shipped["rnn.weight_hh_l0"], atol=1e-3)  # one warm-up step
     # the grown layer started from models.deepened (no recurrence yet), not from nn.LSTM's random init (~0.06)
     assert weights[f"rnn.weight_hh_l{layers - 1}_reverse"].abs().max() < 1e-3
+
+
+def test_every_gpu_round_file_holds_candidates_the_trainer_accepts(capsys):
+    """scripts/gpu/round*.txt are run unattended on a lent GPU (scripts/gpu_train.sh): a typo there would cost a
+    candidate's whole share of the device's 15 minutes, so each line must parse as train's own command line."""
+    rounds = sorted((Path(__file__).parents[1] / "scripts" / "gpu").glob("round*.txt"))
+    assert len(rounds) >= 2
+    for f in rounds:
+        lines = [l for l in f.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        assert lines, f
+        for line in lines:
+            name, *opts = line.split()
+            args = train.parse_args(["--audio", "pack.safetensors", "--name", name, *opts])
+            assert args.model in train.ARCHS and args.name == name
+            assert args.config is None or (Path(__file__).parents[1] / args.config).exists()
+    with pytest.raises(SystemExit):  # what a typo looks like
+        train.parse_args(["--audio", "pack.safetensors", "--model", "lstm", "--distil", "1.0"])
+    assert "--distil" in capsys.readouterr().err
