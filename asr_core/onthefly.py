@@ -287,13 +287,15 @@ def main(argv=None) -> None:
     a = sub.add_parser("pack", help="encode the training audio as Opus + manifest")
     a.add_argument("out", type=Path)
     a.add_argument("--synth-per-voice", type=int, default=60)
+    a.add_argument("--eval-count", type=int, default=200,
+                   help="held-out speechocean762 test clips for the learning curve (fewer leave room for a teacher)")
     a.add_argument("--jobs", type=int, default=2)
     b = sub.add_parser("decode", help="decode a pack once into a safetensors file")
     b.add_argument("pack", type=Path)
     b.add_argument("out", type=Path)
     args = p.parse_args(argv)
     if args.cmd == "pack":
-        rows = default_rows(synth_per_voice=args.synth_per_voice)
+        rows = default_rows(synth_per_voice=args.synth_per_voice, eval_count=args.eval_count)
         out = write_pack(rows, args.out, {"speechocean762": 16, "ljspeech": 12, "fsdd": 12, "synth": 12}, args.jobs)
         size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
         print(f"{out}: {len(read_manifest(out))} clips, {size:.1f} MB")

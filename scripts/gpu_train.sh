@@ -3,6 +3,7 @@
 # the one GPU from an audio pack, and bring back each one's weights, card and log.
 #
 #   here:  python -m asr_core.onthefly pack .gpu/pack && tar czf .gpu/pack.tgz -C .gpu/pack . && rm -r .gpu/pack
+#          (--eval-count 50 leaves room in the 64 MiB for a 3-layer teacher as float16)
 #          (+ wheels the GPU image lacks in .gpu/whl: soundfile cffi pycparser jiwer rapidfuzz, for Python 3.12;
 #           + teachers that are not shipped, NAME.safetensors with NAME.json, in .gpu/teachers)
 #   there: MINUTES=7 ROUND=scripts/gpu/round1.txt bash scripts/gpu_train.sh      (writes $OUT/*.tar)
@@ -10,7 +11,7 @@
 # come back as float16 (a file from the device may hold 16 MiB); load_state_dict widens them again.
 # Candidates are judged afterwards, here, on the full speechocean762 test set (python -m asr_core.evaluate).
 set -u
-OUT=${OUT:-/tmp/gpu_out}; MIN=${MINUTES:-7}; ROUND=${ROUND:-scripts/gpu/round1.txt}; PACK=${PACK:-.gpu/pack_s8.tgz}
+OUT=${OUT:-/tmp/gpu_out}; MIN=${MINUTES:-7}; ROUND=${ROUND:-scripts/gpu/round1.txt}; PACK=${PACK:-.gpu/pack.tgz}
 W=/tmp/gpu
 mkdir -p "$OUT" $W/pack $W/out $W/ck
 if ls .gpu/whl/*.whl >/dev/null 2>&1; then

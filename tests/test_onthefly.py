@@ -107,6 +107,7 @@ def test_training_from_a_pack_starts_from_given_weights_and_writes_its_card(pack
 def test_an_online_teacher_hears_each_clip_of_the_unmasked_batch_as_it_would_alone(pack):
     """With --audio a teacher runs on every fresh batch before SpecAugment: padded together with other clips
     it says per clip what it says of that clip alone, and --teacher-delay shifts the whole batch."""
+    torch.manual_seed(0)  # SpecAugment draws its masks from torch's global generator
     s = onthefly.AudioSet(pack, torch.device("cpu"))
     batcher = onthefly.Batcher(s, seed=3)
     x, xl, _, _ = batcher(list(range(len(s))), masked=False)
