@@ -27,6 +27,7 @@ batch before SpecAugment masks it, so its targets are as new as the audio.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -94,6 +95,12 @@ def collate(items, spec: SpecAugment | None):
     return x, xl, y, yl
 
 
+def weights_path(name: str) -> Path:
+    """A shipped model's name (assets/models/NAME.safetensors) or a NAME.safetensors path (its NAME.json card
+    beside it, e.g. a trainer's --out-dir output): where --init-from and --teacher find their weights."""
+    return Path(name) if name.endswith(".safetensors") else models.MODELS_DIR / f"{name}.safetensors"
+
+
 @torch.inference_mode()
 def teacher_targets(name: str, items, delay: int = 0) -> list[torch.Tensor]:
     """(T, 29) float16 log-probabilities of the shipped model `name` (or of a NAME.safetensors path with its
@@ -101,8 +108,8 @@ def teacher_targets(name: str, items, delay: int = 0) -> list[torch.Tensor]:
     moved `delay` frames later: the student at frame t learns what the teacher said at t - delay (blank
     before that). A bidirectional teacher has heard the future; a causal student given a few frames of
     delay hears it too before it has to answer."""
-    path = Path(name)
-    teacher = models.fast(path.stem, path.parent) if name.endswith(".safetensors") else models.fast(name)
+    path = weights_path(name)
+    teacher = models.fast(path.stem, path.parent)
     out = []
     for f, _ in tqdm(items, desc=f"teacher {name}", mininterval=10):
         lp = teacher(f.float()[None])[0].log_softmax(-1)
@@ -124,8 +131,8 @@ def delayed(log_probs: torch.Tensor, delay: int) -> torch.Tensor:
 
 def teacher_model(name: str) -> torch.nn.Module:
     """The float model that teaches alongside training on --audio: a shipped name or a NAME.safetensors path."""
-    path = Path(name)
-    return models.load(path.stem, path.parent) if name.endswith(".safetensors") else models.load(name)
+    path = weights_path(name)
+    return copy.deepcopy(models.load(path.stem, path.parent))  # its own copy: the trainer moves it to the device
 
 
 def distill_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, lengths: torch.Tensor,
@@ -270,8 +277,7 @@ def main(argv=None) -> None:
     online = teacher_model(args.teacher).to(device) if args.teacher and args.audio else None
     model = models.build({"arch": arch})
     if args.init_from:
-        init = Path(args.init_from) if args.init_from.endswith(".safetensors") else models.MODELS_DIR / f"{args.init_from}.safetensors"
-        weights = {k: v.float() for k, v in load_file(init).items()}  # float16 copies from a GPU round too
+        weights = {k: v.float() for k, v in load_file(weights_path(args.init_from)).items()}  # float16 copies from a GPU round too
         if arch["type"] == "lstm" and f"rnn.weight_ih_l{arch['num_layers'] - 1}" not in weights:
             weights = models.deepened(weights, arch)  # a deeper LSTM that starts where the shallow one stood
         model.load_state_dict(weights)
