@@ -328,8 +328,8 @@ def int8(name: str, directory: Path = MODELS_DIR) -> nn.Module:
     Its outputs are NOT the float model's: per frame the best symbol differs on ~0.3-0.9% of frames and single
     probabilities by up to ~1.0 (python -m asr_core.bench --int8). Measured on speechocean762 test (all 2000
     utterances, one clip at a time, greedy) with the weights shipped then: GRU CER 0.5132 / WER 0.8968 (float:
-    0.5136 / 0.8975), LSTM 0.4300 / 0.8287 (float: 0.4296 / 0.8285; the LSTM shipped before its
-    distillation round of 2026-11-28). Speed, 10 s clip, one thread: about 2x
+    0.5136 / 0.8975), LSTM 0.4300 / 0.8287 (float: 0.4296 / 0.8285; both the models shipped before their
+    distillation rounds of 2026-11-28). Speed, 10 s clip, one thread: about 2x
     the float GRU's models.gru, 1.4x the float LSTM (the app's bf16 LSTM, models.fast, is faster still).
     """
     model = build(card(name, directory))
