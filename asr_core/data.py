@@ -5,6 +5,7 @@ synthesized voice) with training, except where the corpus has a single speaker (
 labelled as such wherever a number is reported.
 
     python -m asr_core.data --augment-copies 2    # builds ~/.cache/asr-lab/features/*.safetensors
+    python -m asr_core.data --augment-copies 3 --seed 11 --only speechocean762/train   # fresh draws, *-x3s11
 """
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ def load_16k(path: str) -> np.ndarray:
 
 
 def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0, limit: int | None = None) -> Path:
-    """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors."""
-    out = FEATURES / f"{corpus}-{split}-x{augment_copies}.safetensors"
+    """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors (with s{seed} after it when the
+    augmentation seed is not 0, so fresh draws sit beside the old ones)."""
+    out = FEATURES / f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}.safetensors"
     return write_cache(CORPORA[corpus](split)[:limit], out, augment_copies, seed, desc=f"{corpus}/{split}")
 
 
@@ -152,6 +154,7 @@ class FeatureSet:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Build the MFCC feature caches used by training and evaluation.")
     p.add_argument("--augment-copies", type=int, default=2, help="augmented copies of each real training clip")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed; not 0 writes *-x{copies}s{seed} caches")
     p.add_argument("--only", nargs="*", help="corpus/split names, e.g. speechocean762/train")
     args = p.parse_args(argv)
     jobs = [("speechocean762", "train", args.augment_copies), ("ljspeech", "train", args.augment_copies),
@@ -160,7 +163,7 @@ def main(argv=None) -> None:
     for corpus, split, copies in jobs:
         if args.only and f"{corpus}/{split}" not in args.only:
             continue
-        print(build_cache(corpus, split, copies), flush=True)
+        print(build_cache(corpus, split, copies, seed=args.seed), flush=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,20 @@ def test_cache_holds_every_clip_and_its_labels(cache):
     assert all(f.shape[1] == 40 and f.shape[0] > 2 * len(l) for f, l in fs.items)
 
 
+def test_a_new_augmentation_seed_writes_fresh_draws_beside_the_old_cache(cache, tmp_path, monkeypatch):
+    utts = [Utterance(f"u{i}", str(cache.parent / f"u{i}.wav"), t, "espeak") for i, t in enumerate(TEXTS[:3])]
+    monkeypatch.setattr(data, "FEATURES", tmp_path)
+    monkeypatch.setitem(data.CORPORA, "speechocean762", lambda split: utts)
+    old = data.build_cache("speechocean762", "train", 1)
+    data.main(["--augment-copies", "1", "--seed", "11", "--only", "speechocean762/train"])  # the command line
+    new = tmp_path / "speechocean762-train-x1s11.safetensors"
+    assert old.name == "speechocean762-train-x1.safetensors" and sorted(tmp_path.iterdir()) == [old, new]
+    a, b = data.FeatureSet(old).items, data.FeatureSet(new).items
+    assert [l.tolist() for _, l in a] == [l.tolist() for _, l in b]
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(0, len(a), 2))  # the clean copies are the same clips
+    assert not any(a[i][0].shape == b[i][0].shape and torch.equal(a[i][0], b[i][0]) for i in range(1, len(a), 2))
+
+
 def test_batches_cover_every_utterance_once_within_budget():
     import random
     lengths = [random.Random(i).randint(50, 900) for i in range(200)]
