@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asr_core import audio, data, features, models, train
+from asr_core import audio, data, features, models, soup, train
 from asr_core.data import Utterance
 from asr_core.vocab import decode
 
@@ -238,3 +238,48 @@ def test_every_gpu_round_file_holds_candidates_the_trainer_accepts(capsys):
     with pytest.raises(SystemExit):  # what a typo looks like
         train.parse_args(["--audio", "pack.safetensors", "--model", "lstm", "--distil", "1.0"])
     assert "--distil" in capsys.readouterr().err
+
+
+def test_soup_averages_two_runs_into_a_shipped_model_and_its_card(tmp_path, cache):
+    """Two runs from the shipped RNN (different seeds) -> `python -m asr_core.soup A B --into rnn`: the shipped
+    weights become their tensor-by-tensor mean, the card keeps its story and gains a round naming both runs."""
+    runs = {}
+    for seed in ("1", "2"):
+        card, weights = _train(tmp_path / seed, cache, "--init-from", "rnn", "--seed", seed, "--max-steps", "3",
+                               launcher=(sys.executable,))
+        runs[seed] = tmp_path / seed / "out" / "rnn.safetensors", card, weights
+    assert "--seed 1" in runs["1"][1]["training"]["command"]
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for ext in ("safetensors", "json"):
+        shutil.copy(models.MODELS_DIR / f"rnn.{ext}", shipped / f"rnn.{ext}")
+    before = json.loads((shipped / "rnn.json").read_text())
+    r = subprocess.run([sys.executable, "-m", "asr_core.soup", str(runs["1"][0]), str(runs["2"][0]), "--into", "rnn",
+                        "--out-dir", str(shipped)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    souped = load_file(shipped / "rnn.safetensors")
+    a, b = runs["1"][2], runs["2"][2]
+    assert not torch.equal(a["rnn.weight_hh_l0"], b["rnn.weight_hh_l0"])   # the seeds really trained apart
+    assert all(torch.allclose(souped[k], (a[k] + b[k]) / 2, atol=1e-7) for k in a)
+    card = json.loads((shipped / "rnn.json").read_text())
+    assert card["metrics"] == before["metrics"] and card["fine_tuning"][:-1] == before["fine_tuning"]
+    new = card["fine_tuning"][-1]
+    assert new["round"] == before["fine_tuning"][-1]["round"] + 1 and new["init_from"] == "rnn"
+    assert [run["options"]["seed"] for run in new["runs"]] == [1, 2] and all(run["curve"] for run in new["runs"])
+    assert new["audio_hours_seen"] == pytest.approx(sum(runs[s][1]["training"]["audio_hours_seen"] for s in runs))
+    # the averaged model is a working model: one 29-way distribution per MFCC frame
+    x = data.FeatureSet(cache).items[0][0].float()[None]
+    assert models.load("rnn", shipped)(x).shape == (1, x.shape[1], 29)
+    # one run is adopted as it is
+    soup.adopt([runs["1"][0]], "rnn", shipped)
+    assert all(torch.equal(load_file(shipped / "rnn.safetensors")[k], a[k]) for k in a)
+    assert json.loads((shipped / "rnn.json").read_text())["fine_tuning"][-1]["command"] == runs["1"][1]["training"]["command"]
+
+
+def test_soup_refuses_runs_that_do_not_fit_together():
+    assert torch.equal(soup.average([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}])["w"],
+                       torch.tensor([2.0, 4.0]))
+    with pytest.raises(ValueError, match="shapes"):
+        soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
+    with pytest.raises(ValueError, match="different tensors"):
+        soup.average([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}])

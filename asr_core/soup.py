@@ -1,0 +1,96 @@
+"""Adopt trained runs into a shipped model: their weights averaged tensor by tensor, their story in its card.
+
+    python -m asr_core.soup runs/gruA.safetensors runs/gruB.safetensors --into gru   # two runs, averaged
+    python -m asr_core.soup runs/gruA.safetensors --into gru                         # one run, as it is
+
+Runs that start from the same weights and train side by side (one per core, different seeds) stay in one
+basin of the loss, and the uniform average of their final weights ("model soup", Wortsman et al. 2022)
+often hears better than either run: README's "A fourth CPU round" measured it for the LSTM. Averaging only
+makes sense for runs of one architecture from one start, so mismatched shapes or architectures are refused.
+
+The result replaces assets/models/NAME.safetensors; NAME.json keeps everything it held and gains a
+`fine_tuning` round: each run's training block (data, options, command, time, hardware) and learning curve.
+Its metrics are then stale: `python -m asr_core.evaluate --model NAME --tune` and `--write-card` follow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import models
+
+
+def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of same-shaped state dicts, tensor by tensor (computed in float64)."""
+    if not states:
+        raise ValueError("nothing to average")
+    keys = set(states[0])
+    for s in states[1:]:
+        if set(s) != keys:
+            raise ValueError(f"the runs hold different tensors: {sorted(keys ^ set(s))[:4]}")
+        for k in keys:
+            if s[k].shape != states[0][k].shape:
+                raise ValueError(f"{k}: shapes {tuple(states[0][k].shape)} and {tuple(s[k].shape)} differ")
+    return {k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype) for k in sorted(keys)}
+
+
+def _run_entry(card: dict) -> dict:
+    """One run's part of a round: its training block (less what the round states once) and its curve."""
+    training = {k: v for k, v in card["training"].items() if k not in ("init_from", "teacher")}
+    return {"name": card["name"], **training, "curve": card.get("curve", [])}
+
+
+def round_entry(cards: list[dict], number: int) -> dict:
+    """A `fine_tuning` round for runs described by their trainer cards (one run: its block as it is)."""
+    first = cards[0]["training"]
+    if len(cards) == 1:
+        return {"round": number, **first, "curve": cards[0].get("curve", [])}
+    return {"round": number, "init_from": first.get("init_from"), "teacher": first.get("teacher"),
+            "weights": f"uniform average of the {len(cards)} runs' final weights (asr_core.soup; same start, "
+                       "trained side by side)",
+            "audio_hours_seen": round(sum(c["training"].get("audio_hours_seen", 0) for c in cards), 1),
+            "minutes": max(c["training"].get("minutes", 0) for c in cards),
+            "runs": [_run_entry(c) for c in cards]}
+
+
+def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR) -> dict:
+    """Average the runs at `paths` (each NAME.safetensors with its NAME.json beside it) into the shipped
+    model `into`; returns the new card."""
+    cards = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
+    target_card = directory / f"{into}.json"
+    target = json.loads(target_card.read_text()) if target_card.exists() else {k: cards[0][k] for k in
+                                                                             ("name", "arch", "parameters", "causal")}
+    for p, c in zip(paths, cards):
+        if c["arch"] != target["arch"]:
+            raise ValueError(f"{p.name}: architecture {c['arch']} is not {into}'s {target['arch']}")
+    state = average([load_file(p) for p in paths])
+    models.build(target).load_state_dict(state)   # refuses weights that do not fit the card's architecture
+    rounds = target.get("fine_tuning", [])
+    target["name"] = into
+    target["fine_tuning"] = rounds + [round_entry(cards, 1 + max((r.get("round", 0) for r in rounds), default=0))]
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(state, directory / f"{into}.safetensors")
+    target_card.write_text(json.dumps(target, indent=2) + "\n")
+    models.load.cache_clear()
+    return target
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="trainer outputs: NAME.safetensors (NAME.json beside it)")
+    p.add_argument("--into", required=True, help="the shipped model to replace, e.g. gru")
+    p.add_argument("--out-dir", type=Path, default=models.MODELS_DIR)
+    args = p.parse_args()
+    card = adopt(args.runs, args.into, args.out_dir)
+    print(f"wrote {args.out_dir / args.into}.safetensors: the average of {len(args.runs)} run(s), "
+          f"card round {card['fine_tuning'][-1]['round']}; now run "
+          f"python -m asr_core.evaluate --model {args.into} --tune && "
+          f"python -m asr_core.evaluate --model {args.into} --write-card")
+
+
+if __name__ == "__main__":
+    main()
