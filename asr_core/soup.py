@@ -57,9 +57,9 @@ def round_entry(cards: list[dict], number: int) -> dict:
             "runs": [_run_entry(c) for c in cards]}
 
 
-def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR) -> dict:
+def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR, note: str | None = None) -> dict:
     """Average the runs at `paths` (each NAME.safetensors with its NAME.json beside it) into the shipped
-    model `into`; returns the new card."""
+    model `into` (a `note` says what the runs' cards cannot); returns the new card."""
     cards = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
     target_card = directory / f"{into}.json"
     target = json.loads(target_card.read_text()) if target_card.exists() else {k: cards[0][k] for k in
@@ -71,7 +71,8 @@ def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR) -> 
     models.build(target).load_state_dict(state)   # refuses weights that do not fit the card's architecture
     rounds = target.get("fine_tuning", [])
     target["name"] = into
-    target["fine_tuning"] = rounds + [round_entry(cards, 1 + max((r.get("round", 0) for r in rounds), default=0))]
+    entry = round_entry(cards, 1 + max((r.get("round", 0) for r in rounds), default=0))
+    target["fine_tuning"] = rounds + [{**entry, "note": note} if note else entry]
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state, directory / f"{into}.safetensors")
     target_card.write_text(json.dumps(target, indent=2) + "\n")
@@ -84,8 +85,9 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path, help="trainer outputs: NAME.safetensors (NAME.json beside it)")
     p.add_argument("--into", required=True, help="the shipped model to replace, e.g. gru")
     p.add_argument("--out-dir", type=Path, default=models.MODELS_DIR)
+    p.add_argument("--note", help="what the round's card should also say (e.g. how its data differed)")
     args = p.parse_args()
-    card = adopt(args.runs, args.into, args.out_dir)
+    card = adopt(args.runs, args.into, args.out_dir, args.note)
     print(f"wrote {args.out_dir / args.into}.safetensors: the average of {len(args.runs)} run(s), "
           f"card round {card['fine_tuning'][-1]['round']}; now run "
           f"python -m asr_core.evaluate --model {args.into} --tune && "

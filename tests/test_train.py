@@ -271,9 +271,11 @@ def test_soup_averages_two_runs_into_a_shipped_model_and_its_card(tmp_path, cach
     x = data.FeatureSet(cache).items[0][0].float()[None]
     assert models.load("rnn", shipped)(x).shape == (1, x.shape[1], 29)
     # one run is adopted as it is
-    soup.adopt([runs["1"][0]], "rnn", shipped)
+    soup.adopt([runs["1"][0]], "rnn", shipped, note="one run")
     assert all(torch.equal(load_file(shipped / "rnn.safetensors")[k], a[k]) for k in a)
-    assert json.loads((shipped / "rnn.json").read_text())["fine_tuning"][-1]["command"] == runs["1"][1]["training"]["command"]
+    last = json.loads((shipped / "rnn.json").read_text())["fine_tuning"][-1]
+    assert last["command"] == runs["1"][1]["training"]["command"] and last["note"] == "one run"
+    assert "note" not in new
 
 
 def test_soup_refuses_runs_that_do_not_fit_together():
