@@ -405,7 +405,7 @@ def main(argv=None) -> None:
                 "hardware": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                             f"{torch.get_num_threads()} threads, device {device}, world {world}",
                 "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "command": "python -m asr_core.train " + shlex.join(sys.argv[1:]),
+                "command": "python -m asr_core.train " + shlex.join(sys.argv[1:] if argv is None else argv),
             },
             "curve": state["curve"],
             "curve_note": "greedy CER on a spread-out subset of each held-out set after each epoch",
