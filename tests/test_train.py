@@ -278,7 +278,12 @@ def test_soup_averages_two_runs_into_a_shipped_model_and_its_card(tmp_path, cach
     assert "note" not in new
 
 
-def test_soup_refuses_runs_that_do_not_fit_together():
+def test_soup_refuses_runs_that_do_not_fit_together(tmp_path):
+    for ext in ("safetensors", "json"):
+        shutil.copy(models.MODELS_DIR / f"rnn.{ext}", tmp_path / f"rnn.{ext}")
+    with pytest.raises(ValueError, match="architecture"):   # the GRU's weights are no run of the RNN
+        soup.adopt([models.MODELS_DIR / "gru.safetensors"], "rnn", tmp_path)
+    assert (tmp_path / "rnn.safetensors").read_bytes() == (models.MODELS_DIR / "rnn.safetensors").read_bytes()  # untouched
     assert torch.equal(soup.average([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}])["w"],
                        torch.tensor([2.0, 4.0]))
     with pytest.raises(ValueError, match="shapes"):
