@@ -38,10 +38,15 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype) for k in sorted(keys)}
 
 
-def _run_entry(card: dict) -> dict:
-    """One run's part of a round: its training block (less what the round states once) and its curve."""
-    training = {k: v for k, v in card["training"].items() if k not in ("init_from", "teacher")}
-    return {"name": card["name"], **training, "curve": card.get("curve", [])}
+SHARED = ("init_from", "teacher")   # what a round states once when all its runs agree on it
+
+
+def _run_entry(card: dict, shared: dict) -> dict:
+    """One run's part of a round: its training block (less what the round states once) and its curve; a run
+    keeps its own start and teacher where the runs differ (e.g. one with a teacher, one without)."""
+    training = {k: v for k, v in card["training"].items() if k not in SHARED}
+    own = {k: card["training"].get(k) for k in SHARED if k not in shared}
+    return {"name": card["name"], **own, **training, "curve": card.get("curve", [])}
 
 
 def round_entry(cards: list[dict], number: int) -> dict:
@@ -49,12 +54,13 @@ def round_entry(cards: list[dict], number: int) -> dict:
     first = cards[0]["training"]
     if len(cards) == 1:
         return {"round": number, **first, "curve": cards[0].get("curve", [])}
-    return {"round": number, "init_from": first.get("init_from"), "teacher": first.get("teacher"),
+    shared = {k: first.get(k) for k in SHARED if all(c["training"].get(k) == first.get(k) for c in cards)}
+    return {"round": number, **shared,
             "weights": f"uniform average of the {len(cards)} runs' final weights (asr_core.soup; same start, "
                        "trained side by side)",
             "audio_hours_seen": round(sum(c["training"].get("audio_hours_seen", 0) for c in cards), 1),
             "minutes": max(c["training"].get("minutes", 0) for c in cards),
-            "runs": [_run_entry(c) for c in cards]}
+            "runs": [_run_entry(c, shared) for c in cards]}
 
 
 def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR, note: str | None = None) -> dict:

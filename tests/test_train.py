@@ -290,3 +290,20 @@ def test_soup_refuses_runs_that_do_not_fit_together(tmp_path):
         soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
     with pytest.raises(ValueError, match="different tensors"):
         soup.average([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}])
+
+
+def test_soup_round_keeps_each_runs_teacher_where_the_runs_differ():
+    """A round states a start or teacher once only when all its runs share it; a run without a teacher souped
+    with a self-distilled one keeps each run's own teacher in its entry (nothing is silently dropped)."""
+    def card(name, teacher, seed):
+        return {"name": name, "curve": [{"step": 1, "loss": 1.0}],
+                "training": {"init_from": "lstm", "teacher": teacher, "options": {"seed": seed},
+                             "audio_hours_seen": 60.0, "minutes": 90.0}}
+    kd = {"model": "lstm", "distill_weight": 0.5, "delay_frames": 0, "focus": True}
+    mixed = soup.round_entry([card("A", None, 1), card("B", kd, 2)], 11)
+    assert mixed["init_from"] == "lstm" and "teacher" not in mixed
+    assert [(r["name"], r["teacher"]) for r in mixed["runs"]] == [("A", None), ("B", kd)]
+    assert all("init_from" not in r for r in mixed["runs"]) and mixed["audio_hours_seen"] == 120.0
+    same = soup.round_entry([card("A", kd, 1), card("B", kd, 2)], 11)
+    assert same["teacher"] == kd and all("teacher" not in r for r in same["runs"])
+    assert [r["options"]["seed"] for r in same["runs"]] == [1, 2]
