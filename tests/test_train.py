@@ -175,6 +175,20 @@ def test_same_seed_same_weights_and_resume_continues(tmp_path, cache):
     assert all(torch.allclose(a[k], d[k], atol=1e-6) for k in a)
 
 
+def test_bf16_training_takes_the_same_steps_in_bfloat16(tmp_path, cache):
+    """--bf16 runs the network under autocast: the same seed's 3 steps land near, but not on, the float32 run's
+    weights (bf16 rounding really happened), the weights stay float32, and the card says how it was trained."""
+    _, start = _train(tmp_path / "s", cache, "--max-steps", "1", "--lr", "0", launcher=(sys.executable,))
+    _, f32 = _train(tmp_path / "a", cache, "--max-steps", "3", launcher=(sys.executable,))
+    card, b16 = _train(tmp_path / "b", cache, "--max-steps", "3", "--bf16", launcher=(sys.executable,))
+    assert card["training"]["options"]["bf16"] is True and "--bf16" in card["training"]["command"]
+    assert all(b16[k].dtype == torch.float32 for k in b16)
+    assert not all(torch.equal(f32[k], b16[k]) for k in f32)
+    for k in f32:   # each tensor's bf16 update is close to its float32 update
+        moved = (f32[k] - start[k]).norm()
+        assert (b16[k] - f32[k]).norm() <= 0.25 * moved + 1e-6, k
+
+
 def test_data_parallel_two_cpu_processes(tmp_path, cache):
     with socket.socket() as s:  # torchrun needs a concrete free port (0 hangs its rendezvous)
         s.bind(("127.0.0.1", 0))
