@@ -216,7 +216,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true",
                    help="run the network's matrix products in bfloat16 (torch.autocast; weights, loss and optimizer "
                         "stay float32): for the LSTM and RNN on a CPU with native bf16 (AVX-512 BF16, AMX; the LSTM "
-                        "here: 1.58x the audio per minute); CPU autocast leaves the GRU's recurrence in float32")
+                        "here: 1.6x the audio per minute); CPU autocast leaves the GRU's recurrence in float32")
     p.add_argument("--max-minutes", type=float, default=0, help="stop early (and still write the model) after this long")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     p.add_argument("--checkpoint-minutes", type=float, default=10, help="measure and checkpoint this often")
