@@ -3,6 +3,7 @@
     python -m asr_core.bench            # table: 1, 10 and 30 s clips x every shipped model
     python -m asr_core.bench --json     # the same figures as JSON
     python -m asr_core.bench --seconds 1 --models rnn --repeat 1 --no-server   # a quick look
+    python -m asr_core.bench --train-step      # seconds per training step, float32 vs bf16 (train --bf16)
 
 Per clip and model it times: decode + resample (a 44.1 kHz 16-bit WAV, as many uploads are), MFCC,
 the model, CTC decoding (greedy, and prefix beam search with the shipped LM), and the figures of the
@@ -194,6 +195,30 @@ def bench_pocketsphinx(paths: dict[float, Path]) -> dict | None:
     return out
 
 
+def bench_train_step(model_name: str, repeat: int, clips: int = 24, frames: int = 500) -> dict:
+    """Seconds per training step (forward, CTC loss, backward, AdamW) of `model_name` on one batch of the trainer's
+    default shape (24 clips x 5 s = 12,000 frames), in float32 and under bfloat16 autocast (`train --bf16`)."""
+    torch.manual_seed(0)
+    model = models.build(models.card(model_name)).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-6)
+    x, y = torch.randn(clips, frames, features.N_MFCC), torch.randint(1, 29, (clips, 60))
+    xl, yl = torch.full((clips,), frames), torch.full((clips,), 60)
+
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = torch.nn.functional.ctc_loss(logits.float().log_softmax(-1).transpose(0, 1), y, xl, yl, zero_infinity=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    out = {"model": model_name, "frames": clips * frames}
+    for key, bf16 in (("float32_s", False), ("bf16_s", True)):
+        out[key] = timed(lambda: step(bf16), repeat)[1]
+    out["bf16_speedup"] = out["float32_s"] / out["bf16_s"]
+    return out
+
+
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -286,7 +311,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-pocketsphinx", action="store_true", help="skip the pocketsphinx comparison")
     p.add_argument("--int8", action="store_true", help="also time the opt-in int8 copies of the models")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the app uses 1)")
+    p.add_argument("--train-step", action="store_true",
+                   help="instead: seconds per training step of each model, float32 and bf16 (train --bf16)")
     args = p.parse_args(argv)
+    if args.train_step:
+        torch.set_num_threads(max(1, args.threads))
+        rows = [bench_train_step(n, max(1, args.repeat)) for n in (args.models or models.available())]
+        print(json.dumps({"machine": machine(), "train_step": rows}, indent=2) if args.json else "\n".join(
+            f"{r['model']:5} training step ({r['frames']} frames): float32 {r['float32_s']:.3f} s, bf16 "
+            f"{r['bf16_s']:.3f} s, {r['bf16_speedup']:.2f}x" for r in rows))
+        return 0
     if any(s <= 0 or s > 30 for s in args.seconds):
         p.error("--seconds must be in (0, 30]")
     torch.set_num_threads(max(1, args.threads))

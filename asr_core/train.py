@@ -215,8 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--bf16", action="store_true",
                    help="run the network's matrix products in bfloat16 (torch.autocast; weights, loss and optimizer "
-                        "stay float32): for the LSTM and RNN on a CPU with native bf16 (AVX-512 BF16, AMX; the LSTM "
-                        "here: 1.6x the audio per minute); CPU autocast leaves the GRU's recurrence in float32")
+                        "stay float32); faster on CPUs with native bf16 (AVX-512 BF16, AMX): python -m asr_core.bench "
+                        "--train-step times it per model")
     p.add_argument("--max-minutes", type=float, default=0, help="stop early (and still write the model) after this long")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     p.add_argument("--checkpoint-minutes", type=float, default=10, help="measure and checkpoint this often")
@@ -356,9 +356,9 @@ def main(argv=None) -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 logits = net(x.to(device), xl if device.type == "cuda" else None)
             log_probs = logits.float().log_softmax(-1).transpose(0, 1)
-            loss = F.ctc_loss(log_probs.float(), y.to(device), xl, yl, blank=BLANK, zero_infinity=True)
+            loss = F.ctc_loss(log_probs, y.to(device), xl, yl, blank=BLANK, zero_infinity=True)
             if soft is not None:
-                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1).float(), soft.float().to(device), xl,
+                loss = loss + args.distill * distill_loss(log_probs.transpose(0, 1), soft.float().to(device), xl,
                                                            args.distill_focus)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -59,3 +59,14 @@ def test_rejects_long_clips():
     r = subprocess.run([sys.executable, "-m", "asr_core.bench", "--seconds", "45"], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "--seconds" in r.stderr
+
+
+def test_train_step_times_float32_and_bf16():
+    """`--train-step` times one training step of the trainer's batch shape in float32 and under bf16 autocast."""
+    r = subprocess.run([sys.executable, "-m", "asr_core.bench", "--train-step", "--models", "rnn", "--repeat", "1",
+                        "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["train_step"]
+    assert row["model"] == "rnn" and row["frames"] == 12000
+    assert row["float32_s"] > 0 and row["bf16_s"] > 0
+    assert row["bf16_speedup"] == row["float32_s"] / row["bf16_s"]
