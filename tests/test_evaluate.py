@@ -141,3 +141,29 @@ def test_readme_model_table_matches_the_cards():
         assert so["split"] == "test" and so["n_utts"] == 2000
         expected = [f"{so[d][k]:.3f}" for d in ("greedy", "beam") for k in ("cer", "wer")]
         assert rows[name] == expected, name
+
+
+def _readme_table(header_start: str) -> dict[str, list[str]]:
+    """The README table whose header row starts with `header_start`: model name -> its cells."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_readme_per_corpus_and_age_tables_match_the_cards():
+    """README's other two result tables (LJ Speech / FSDD / held-out voices, and speechocean762 by age) quote
+    each shipped card too, greedy / beam, so a card re-written after a round cannot leave them behind."""
+    pair = lambda r, k: f"{r['greedy'][k]:.3f} / {r['beam'][k]:.3f}"
+    corpora, ages = _readme_table("| model | LJ Speech test"), _readme_table("| model | children")
+    for name in models.available():
+        m = models.card(name)["metrics"]
+        assert corpora[name] == [pair(m["ljspeech"], "cer"), pair(m["fsdd"], "wer"), pair(m["synth"], "cer")], name
+        by_age = m["speechocean762"]["by_age"]
+        assert ages[name] == [f"{by_age['greedy'][g]['cer']:.3f} / {by_age['beam'][g]['cer']:.3f}"
+                              for g in by_age["greedy"]], name   # children, teenagers, adults
