@@ -14,7 +14,8 @@ shortest-first (SortaGrad, DeepSpeech 2), a warm-up to a high peak learning rate
 SpecAugment masks, gradient clipping. Checkpoints every few minutes; --resume continues bit-for-bit.
 
 Distillation (--teacher NAME --distill W): a shipped model's per-frame distributions on each cached
-utterance (computed once, before SpecAugment, by the teacher's app path) become a second target: the
+utterance (computed once, before SpecAugment, by the teacher's app path, and kept on disk for the next
+run: TEACHER_CACHE) become a second target: the
 loss is CTC + W x the mean over real frames of KL(teacher || student). A causal teacher (the GRU) for a
 causal student (the RNN) keeps the two models' timing compatible: both can only emit what they have heard.
 A bidirectional teacher (the LSTM) has heard the future: --teacher-delay D lets the causal student answer D
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -103,20 +105,47 @@ def weights_path(name: str) -> Path:
     return Path(name) if name.endswith(".safetensors") else models.MODELS_DIR / f"{name}.safetensors"
 
 
+TEACHER_CACHE = data.CACHE / "teacher"
+
+
 @torch.inference_mode()
-def teacher_targets(name: str, items, delay: int = 0) -> list[torch.Tensor]:
+def teacher_targets(name: str, items, delay: int = 0, keep: bool = True) -> list[torch.Tensor]:
     """(T, 29) float16 log-probabilities of the shipped model `name` (or of a NAME.safetensors path with its
     JSON card beside it, e.g. a trainer's --out-dir output) for each cached utterance (unmasked),
     moved `delay` frames later: the student at frame t learns what the teacher said at t - delay (blank
     before that). A bidirectional teacher has heard the future; a causal student given a few frames of
-    delay hears it too before it has to answer."""
+    delay hears it too before it has to answer.
+    They are kept (keep=True) in TEACHER_CACHE under a digest of the teacher's weights, the delay and every
+    utterance's features, so the next run with the same teacher and data loads them instead of spending
+    minutes recomputing them; any change to either makes a new file."""
     path = weights_path(name)
+    key = _teacher_key(path, items, delay)
+    kept = TEACHER_CACHE / f"{key}.safetensors" if keep else None
+    if kept is not None and kept.exists():
+        stored = load_file(kept)
+        return list(stored["log_probs"].split(stored["frames"].tolist()))
     teacher = models.fast(path.stem, path.parent)
     out = []
     for f, _ in tqdm(items, desc=f"teacher {name}", mininterval=10):
         lp = teacher(f.float()[None])[0].log_softmax(-1)
         out.append(delayed(lp, delay).half())
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_suffix(".partial")  # written whole, then renamed: a run killed mid-write leaves no bad file
+        save_file({"log_probs": torch.cat(out), "frames": torch.tensor([o.shape[0] for o in out])}, str(partial),
+                  metadata={"teacher": str(path), "delay": str(delay), "utterances": str(len(out))})
+        partial.replace(kept)
     return out
+
+
+def _teacher_key(path: Path, items, delay: int) -> str:
+    """A digest of the teacher's weight file, the delay, and every utterance's MFCCs, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(path.read_bytes())
+    h.update(f"delay={delay};n={len(items)}".encode())
+    for f, _ in items:
+        h.update(f.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def delayed(log_probs: torch.Tensor, delay: int) -> torch.Tensor:

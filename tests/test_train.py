@@ -20,6 +20,12 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs
 TEXTS = ["hello world", "the cat sat", "one two three", "speech to text", "good morning", "a red apple"]
 
 
+@pytest.fixture(autouse=True)
+def _teacher_cache(tmp_path, monkeypatch):
+    """Teacher targets computed here are kept in this test's own folder, not the user's cache."""
+    monkeypatch.setattr(train, "TEACHER_CACHE", tmp_path / "teacher-cache")
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
@@ -79,7 +85,7 @@ def _train(tmp_path, cache, *extra, launcher=()):
     cmd = [*launcher, "-m", "asr_core.train", "--model", "rnn", "--train", str(cache), "--eval", str(cache),
            "--eval-limit", "4", "--epochs", "2", "--batch-frames", "1500", "--warmup", "2", "--lr", "1e-2",
            "--out-dir", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "ck"), "--threads", "1", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ASR_LAB_CACHE": str(tmp_path / "cache")}  # its teacher targets too
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((tmp_path / "out" / "rnn.json").read_text()), load_file(tmp_path / "out" / "rnn.safetensors")
@@ -162,6 +168,28 @@ def test_training_with_a_teacher(tmp_path, cache):
     elsewhere = train.teacher_targets(str(tmp_path / "teacher.safetensors"), data.FeatureSet(cache).items)
     assert all(torch.equal(a, b) for a, b in zip(train.teacher_targets("lstm", data.FeatureSet(cache).items), elsewhere))
     assert not all(torch.equal(a, b) for a, b in zip(targets, elsewhere))
+
+
+def test_teacher_targets_are_kept_on_disk_and_reused(cache, monkeypatch):
+    """The first run with a teacher writes its targets to TEACHER_CACHE; the next run with the same teacher, delay
+    and features loads them without running the teacher; a new delay or changed features compute afresh."""
+    items = data.FeatureSet(cache).items
+    first = train.teacher_targets("gru", items, delay=3)
+    kept = sorted(train.TEACHER_CACHE.glob("*.safetensors"))
+    assert len(kept) == 1 and not list(train.TEACHER_CACHE.glob("*.partial"))
+    with monkeypatch.context() as m:
+        m.setattr(models, "fast", lambda *a: pytest.fail("the teacher ran although its targets were kept"))
+        again = train.teacher_targets("gru", items, delay=3)
+    assert len(again) == len(first) and all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(a.dtype == torch.float16 and a.shape == (f.shape[0], 29) for a, (f, _) in zip(again, items))
+    train.teacher_targets("gru", items, delay=4)                       # another delay: another file
+    changed = [(f.clone(), l) for f, l in items]
+    changed[0][0][5, 0] += 1.0                                         # one feature of one frame differs
+    fresh = train.teacher_targets("gru", changed, delay=3)
+    assert len(list(train.TEACHER_CACHE.glob("*.safetensors"))) == 3
+    assert not torch.equal(fresh[0], first[0]) and all(torch.equal(a, b) for a, b in zip(fresh[1:], first[1:]))
+    train.teacher_targets("gru", items, delay=5, keep=False)           # keep=False writes nothing
+    assert len(list(train.TEACHER_CACHE.glob("*.safetensors"))) == 3
 
 
 def test_same_seed_same_weights_and_resume_continues(tmp_path, cache):
