@@ -74,9 +74,10 @@ def samples(corpus: str, split: str, limit: int | None = None) -> list[tuple[tor
 
 
 @torch.inference_mode()
-def log_probs(model_name: str, feats: list[torch.Tensor], batch_frames: int = 30_000) -> list[np.ndarray]:
+def log_probs(model_name: str, feats: list[torch.Tensor], batch_frames: int = 30_000,
+              directory: Path = models.MODELS_DIR) -> list[np.ndarray]:
     """Run the model over many utterances, in batches of similar length (padding never enters the RNN)."""
-    model = models.load(model_name)
+    model = models.load(model_name, directory)
     order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
     out: list[np.ndarray | None] = [None] * len(feats)
     start = 0

@@ -1,0 +1,108 @@
+"""The paired speaker bootstrap of `python -m asr_core.compare`: its counts against jiwer, its resampling by
+hand, and real comparisons of the shipped models on synthesized speech (and on speechocean762 where present)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import jiwer
+import numpy as np
+import pytest
+
+from asr_core import audio, compare, ctc, data, evaluate, features, models
+
+REFS = ["the cat sat", "a red apple", "good morning", "one two three", "speech to text", "hello world"]
+HYPS = ["the cat sad", "a rod aple", "", "one to three four", "speech to text", "hell o world"]
+
+
+def test_edit_counts_add_up_to_jiwers_corpus_rates():
+    c = compare.edit_counts(REFS, HYPS)
+    assert c["char_edits"].sum() / c["chars"].sum() == pytest.approx(jiwer.cer(REFS, HYPS))
+    assert c["word_edits"].sum() / c["words"].sum() == pytest.approx(jiwer.wer(REFS, HYPS))
+    assert c["chars"].tolist() == [len(r) for r in REFS] and c["words"].tolist() == [len(r.split()) for r in REFS]
+    assert c["char_edits"][4] == 0 and c["char_edits"][2] == len(REFS[2])   # a perfect and an empty hypothesis
+    assert c["word_edits"][3] == 2                                            # "two" -> "to", "four" inserted
+
+
+def test_each_draw_takes_whole_speakers_with_replacement():
+    speakers = ["a", "a", "b", "c", "c", "c", "d"]
+    draws = compare.speaker_draws(speakers, 50, seed=3)
+    rng = np.random.default_rng(3)                                  # by hand: 4 speakers drawn 4 times each
+    names = ["a", "b", "c", "d"]
+    index = {"a": [0, 1], "b": [2], "c": [3, 4, 5], "d": [6]}
+    for d in draws:
+        expected = [i for j in rng.integers(0, 4, 4) for i in index[names[j]]]
+        assert d.tolist() == expected
+    assert any(len(set(d.tolist())) < len(d) for d in draws)          # some speaker drawn twice somewhere
+    assert all(np.array_equal(a, b) for a, b in zip(draws, compare.speaker_draws(speakers, 50, seed=3)))
+
+
+def test_paired_difference_and_its_interval():
+    speakers = [s for s in "abcdefghij" for _ in range(3)]
+    lengths = np.full(30, 20)
+    base = np.random.default_rng(0).integers(4, 12, 30)
+    draws = compare.speaker_draws(speakers, 500)
+    same = compare.paired_difference(base, base, lengths, draws)
+    assert same == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    better = base - np.random.default_rng(1).integers(1, 3, 30)     # fewer edits on every utterance
+    d = compare.paired_difference(base, better, lengths, draws)
+    assert d["diff"] == round((better.sum() - base.sum()) / lengths.sum(), 4)
+    assert d["low"] <= d["diff"] <= d["high"] < 0
+    noisy = base + np.random.default_rng(2).integers(-3, 4, 30)     # as often better as worse
+    n = compare.paired_difference(base, noisy, lengths, draws)
+    assert n["low"] < 0 < n["high"] and n["high"] - n["low"] > d["high"] - d["low"]
+
+
+@pytest.fixture(scope="module")
+def synthesized(make_speech):
+    """Six clips by three synthesized 'speakers' (voices), as (features, reference) pairs."""
+    voices = ["espeak:en-us", "espeak:en-gb", "flite:kal16"]
+    items, speakers = [], []
+    for i, text in enumerate(REFS):
+        voice = voices[i % 3]
+        items.append((features.mfcc(audio.load(str(make_speech(text, voice))).samples), text))
+        speakers.append(voice)
+    return items, speakers
+
+
+def test_comparing_shipped_models_on_real_speech(synthesized, tmp_path):
+    items, speakers = synthesized
+    for ext in ("safetensors", "json"):                           # a candidate outside assets: a copy of the RNN
+        shutil.copy(models.MODELS_DIR / f"rnn.{ext}", tmp_path / f"cand.{ext}")
+    out = compare.compare(["rnn", "lstm", str(tmp_path / "cand.safetensors")], items, speakers, resamples=200)
+    assert out["n_utts"] == 6 and out["n_speakers"] == 3 and list(out["models"]) == ["rnn", "lstm",
+                                                                                      str(tmp_path / "cand.safetensors")]
+    refs = [r for _, r in items]
+    for name in ("rnn", "lstm"):                                  # the same numbers evaluate reports, greedy
+        hyps = [ctc.greedy(lp).text for lp in evaluate.log_probs(name, [f for f, _ in items])]
+        assert {k: out["models"][name][k] for k in ("cer", "wer")} == evaluate.error_rates(refs, hyps)
+    lstm, copy = out["models"]["lstm"]["vs_baseline"], out["models"][str(tmp_path / "cand.safetensors")]["vs_baseline"]
+    assert lstm["cer"]["diff"] == round(out["models"]["lstm"]["cer"] - out["models"]["rnn"]["cer"], 4) < 0
+    assert lstm["cer"]["low"] <= lstm["cer"]["diff"] <= lstm["cer"]["high"]
+    assert copy == {"cer": {"diff": 0.0, "low": 0.0, "high": 0.0}, "wer": {"diff": 0.0, "low": 0.0, "high": 0.0}}
+    assert "baseline" in compare.table(out) and "lstm" in compare.table(out)
+    with pytest.raises(ValueError):
+        compare.compare(["rnn", "lstm"], items, speakers[:-1])
+
+
+@pytest.mark.parametrize("args, message", [(["rnn"], "at least one candidate"),
+                                           (["rnn", "nosuch"], "unknown model"),
+                                           (["rnn", "/tmp/absent.safetensors"], "card")])
+def test_the_command_refuses_what_it_cannot_compare(args, message):
+    r = subprocess.run([sys.executable, "-m", "asr_core.compare", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
+def test_the_command_on_speechocean762_test(tmp_path):
+    out = tmp_path / "c.json"
+    r = subprocess.run([sys.executable, "-m", "asr_core.compare", "gru", "lstm", "--limit", "40", "--resamples",
+                        "300", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["n_utts"] == 40 and result["n_speakers"] > 30 and result["resamples"] == 300
+    items = evaluate.samples("speechocean762", "test", 40)
+    hyps = [ctc.greedy(lp).text for lp in evaluate.log_probs("gru", [f for f, _ in items])]
+    assert result["models"]["gru"]["cer"] == evaluate.error_rates([r for _, r in items], hyps)["cer"]
+    assert result["models"]["lstm"]["vs_baseline"]["cer"]["high"] < 0   # the LSTM hears these speakers better
+    assert "speechocean762 test: 40 utterances" in r.stdout
