@@ -6,7 +6,9 @@
 Runs that start from the same weights and train side by side (one per core, different seeds) stay in one
 basin of the loss, and the uniform average of their final weights ("model soup", Wortsman et al. 2022)
 often hears better than either run: README's "A fourth CPU round" measured it for the LSTM. Averaging only
-makes sense for runs of one architecture from one start, so mismatched shapes or architectures are refused.
+makes sense for runs of one architecture from one start, so mismatched shapes or architectures are refused;
+a run trained with another dropout rate computes the same function in eval mode and is adopted (its round
+records the rate).
 
 The result replaces assets/models/NAME.safetensors; NAME.json keeps everything it held and gains a
 `fine_tuning` round: each run's training block (data, options, command, time, hardware) and learning curve.
@@ -39,6 +41,12 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 SHARED = ("init_from", "teacher")   # what a round states once when all its runs agree on it
+TRAINING_ONLY = ("dropout",)        # architecture keys that change how a model trains, not what it computes
+
+
+def computes(arch: dict) -> dict:
+    """The part of an architecture that decides the weights' shapes and the forward pass in eval mode."""
+    return {k: v for k, v in arch.items() if k not in TRAINING_ONLY}
 
 
 def _run_entry(card: dict, shared: dict) -> dict:
@@ -71,13 +79,17 @@ def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR, not
     target = json.loads(target_card.read_text()) if target_card.exists() else {k: cards[0][k] for k in
                                                                              ("name", "arch", "parameters", "causal")}
     for p, c in zip(paths, cards):
-        if c["arch"] != target["arch"]:
+        if computes(c["arch"]) != computes(target["arch"]):
             raise ValueError(f"{p.name}: architecture {c['arch']} is not {into}'s {target['arch']}")
     state = average([load_file(p) for p in paths])
     models.build(target).load_state_dict(state)   # refuses weights that do not fit the card's architecture
     rounds = target.get("fine_tuning", [])
     target["name"] = into
     entry = round_entry(cards, 1 + max((r.get("round", 0) for r in rounds), default=0))
+    for key in TRAINING_ONLY:  # e.g. runs trained with more dropout than the card's: the round says so
+        used = [c["arch"].get(key) for c in cards]
+        if any(u != target["arch"].get(key) for u in used):
+            entry[key] = used[0] if len(set(used)) == 1 else used
     target["fine_tuning"] = rounds + [{**entry, "note": note} if note else entry]
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state, directory / f"{into}.safetensors")

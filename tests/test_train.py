@@ -10,7 +10,7 @@ from pathlib import Path
 import jiwer
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from asr_core import audio, ctc, data, examples, features, models, soup, train
 from asr_core.data import Utterance
@@ -352,6 +352,31 @@ def test_soup_refuses_runs_that_do_not_fit_together(tmp_path):
         soup.average([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
     with pytest.raises(ValueError, match="different tensors"):
         soup.average([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}])
+
+
+def test_soup_adopts_a_run_trained_with_more_dropout_and_its_round_says_so(tmp_path):
+    """Dropout changes how a model trains, not its weights' shapes or what it computes in eval mode: a GRU run
+    trained with dropout 0.3 (README's fourth GPU session) is adopted into the shipped GRU (card: 0.1), the
+    card's architecture stays, and the new round records the rate; a different width is still refused."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for ext in ("safetensors", "json"):
+        shutil.copy(models.MODELS_DIR / f"gru.{ext}", shipped / f"gru.{ext}")
+    before = json.loads((shipped / "gru.json").read_text())
+    assert before["arch"]["dropout"] != 0.3
+    weights = {k: v + 0.01 for k, v in load_file(models.MODELS_DIR / "gru.safetensors").items()}
+    run_card = {**before, "name": "gru_d3", "arch": {**before["arch"], "dropout": 0.3}}
+    save_file(weights, tmp_path / "gru_d3.safetensors")
+    (tmp_path / "gru_d3.json").write_text(json.dumps(run_card))
+    card = soup.adopt([tmp_path / "gru_d3.safetensors"], "gru", shipped)
+    assert card["arch"] == before["arch"] and card["fine_tuning"][-1]["dropout"] == 0.3
+    assert "dropout" not in card["fine_tuning"][-2]
+    adopted = load_file(shipped / "gru.safetensors")
+    assert all(torch.equal(adopted[k], weights[k]) for k in weights)
+    wide = {**run_card, "arch": {**run_card["arch"], "hidden_size": 384}}
+    (tmp_path / "gru_d3.json").write_text(json.dumps(wide))
+    with pytest.raises(ValueError, match="architecture"):
+        soup.adopt([tmp_path / "gru_d3.safetensors"], "gru", shipped)
 
 
 def test_soup_round_keeps_each_runs_teacher_where_the_runs_differ():
