@@ -251,8 +251,9 @@ def test_a_deeper_lstm_starts_where_the_shallow_one_stood(example_wavs):
 
 
 def test_the_committed_teacher_is_a_deeper_lstm_that_hears_the_examples():
-    """assets/teachers/lstm3: the 3-layer LSTM the GRU learnt from in README's ninth round, kept in git (earlier
-    teachers were lost with their machines) for --teacher, and kept out of the app's models (too slow for it)."""
+    """assets/teachers/lstm3: the 3-layer LSTM the GRU learnt from in README's ninth round (trained on since, in the
+    fourth GPU session, stored as float16), kept in git (earlier teachers were lost with their machines) for
+    --teacher, and kept out of the app's models (too slow for it)."""
     path = models.MODELS_DIR.parent / "teachers" / "lstm3.safetensors"
     teacher = train.teacher_model(str(path))
     card = json.loads(path.with_suffix(".json").read_text())
@@ -265,7 +266,7 @@ def test_the_committed_teacher_is_a_deeper_lstm_that_hears_the_examples():
         with torch.no_grad():
             hyps.append(ctc.greedy(teacher(feats)[0].log_softmax(-1)).text)
         refs.append(example.text)
-    assert jiwer.cer(refs, hyps) < 0.3, list(zip(refs, hyps))  # 0.21 measured; an untrained LSTM gets ~1.0
+    assert jiwer.cer(refs, hyps) < 0.3, list(zip(refs, hyps))  # 0.217 measured (0.21 before the GPU round); untrained ~1.0
     assert "three one four one five" in hyps
 
 
@@ -370,7 +371,7 @@ def test_soup_adopts_a_run_trained_with_more_dropout_and_its_round_says_so(tmp_p
     (tmp_path / "gru_d3.json").write_text(json.dumps(run_card))
     card = soup.adopt([tmp_path / "gru_d3.safetensors"], "gru", shipped)
     assert card["arch"] == before["arch"] and card["fine_tuning"][-1]["dropout"] == 0.3
-    assert "dropout" not in card["fine_tuning"][-2]
+    assert card["fine_tuning"][:-1] == before["fine_tuning"]
     adopted = load_file(shipped / "gru.safetensors")
     assert all(torch.equal(adopted[k], weights[k]) for k in weights)
     wide = {**run_card, "arch": {**run_card["arch"], "hidden_size": 384}}
