@@ -9,9 +9,12 @@ every character seen after h, and the backoff weight that scales the shorter con
 the rest. P(c | h) is therefore always a full 29-way distribution (28 characters + end of sentence).
 
 Training text: LJ Speech's normalized sentences, speechocean762 *train* transcripts (minus the tuning
-speakers, see DEV_SPEAKERS) and the ten digit words. Never any test transcript: the LJ Speech clips used
+speakers, see DEV_SPEAKERS; counted IN_DOMAIN_COPIES times, since they are the one text like the prompts
+the app's users read), the ten digit words, and everyday English from Debian packages (asr_core.lmtext:
+WordNet's usage examples and the fortunes' sentences). Never any test transcript: the LJ Speech clips used
 for testing, the held-out synthesized voices' sentences and every 20th LJ sentence (for perplexity) are
-left out; speechocean762 test text is only ever measured.
+left out, and so is any extra sentence equal to a test or dev one; speechocean762 test text is only ever
+measured.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, lmtext
 from .vocab import LABELS, normalize_text
 
 LM_DIR = Path(__file__).resolve().parents[1] / "assets" / "lm"
@@ -36,6 +39,7 @@ BOS, EOS = "<", ">"             # sentence boundaries inside n-gram strings (nev
 SYMBOLS = [EOS] + LABELS[1:]    # what can come next; index i matches vocabulary class i (0, the blank slot, is EOS)
 _INDEX = {s: i for i, s in enumerate(SYMBOLS)}
 DEV_SPEAKERS = 10               # speechocean762 train speakers kept out of the LM to tune alpha/beta on
+IN_DOMAIN_COPIES = 3           # times the speechocean762 train transcripts are counted (a simple weight)
 
 
 class CharLM:
@@ -208,10 +212,16 @@ def texts() -> dict[str, list[str]]:
     dev = set(dev_speakers())
     so_train = [u.text for u in data.speechocean("train") if u.speaker not in dev and u.text]
     digits = "zero one two three four five six seven eight nine".split()
-    return {"train": lj_train + so_train + digits, "lj_heldout": lj_heldout,
-            "speechocean762_test": [u.text for u in data.speechocean("test") if u.text],
-            "dev": [u.text for u in dev_utterances() if u.text],
-            "counts": {"ljspeech": len(lj_train), "speechocean762_train": len(so_train), "digit_words": len(digits),
+    so_test = [u.text for u in data.speechocean("test") if u.text]
+    dev_text = [u.text for u in dev_utterances() if u.text]
+    unseen = set(so_test) | set(dev_text) | synth_test | set(lj_heldout) | {u.text for u in data.ljspeech("test")}
+    wordnet = [t for t in lmtext.wordnet_examples() if t not in unseen]
+    fortunes = [t for t in lmtext.fortune_sentences() if t not in unseen]
+    return {"train": lj_train + so_train * IN_DOMAIN_COPIES + digits + wordnet + fortunes, "lj_heldout": lj_heldout,
+            "speechocean762_test": so_test, "dev": dev_text,
+            "counts": {"ljspeech": len(lj_train), "speechocean762_train": len(so_train),
+                       "speechocean762_train_copies": IN_DOMAIN_COPIES, "digit_words": len(digits),
+                       "wordnet_examples": len(wordnet), "fortunes": len(fortunes),
                        "ljspeech_heldout": len(lj_heldout), "ljspeech_excluded_as_test": excluded,
                        "synth_test_sentences_excluded": len(synth_test)}}
 
@@ -219,7 +229,7 @@ def texts() -> dict[str, list[str]]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Build the character n-gram LM used by beam search.")
     p.add_argument("--order", type=int, default=7)
-    p.add_argument("--min-count", type=int, default=2, help="drop n-grams of order >= 4 seen fewer times")
+    p.add_argument("--min-count", type=int, default=3, help="drop n-grams of order >= 4 seen fewer times")
     p.add_argument("--out", type=Path, default=LM_FILE)
     args = p.parse_args(argv)
     t = texts()

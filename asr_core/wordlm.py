@@ -216,7 +216,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Build the word n-gram LM used by beam search.")
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--min-count", type=int, default=2, help="words seen fewer times become <unk>")
-    p.add_argument("--prune", type=int, default=2, help="drop trigrams and longer seen fewer times")
+    p.add_argument("--prune", type=int, default=3, help="drop trigrams and longer seen fewer times")
     p.add_argument("--out", type=Path, default=WORD_LM_FILE)
     args = p.parse_args(argv)
     t = lm.texts()

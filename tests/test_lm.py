@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from asr_core import data, lm, wordlm
+from asr_core import data, lm, lmtext, wordlm
 
 # Written for these tests (not from any corpus).
 ENGLISH = ["the students listened to the recording twice",
@@ -75,7 +75,11 @@ def test_no_test_transcript_in_training_text():
     start = t["counts"]["ljspeech"]
     so_part = set(t["train"][start:start + t["counts"]["speechocean762_train"]])
     dev = {u.text for u in lm.dev_utterances()}
-    assert len(dev) >= 100 and not (dev & so_part)
+    assert len(dev) >= 100 and not (dev & so_part) and not (dev & train)  # nor in the Debian text
+    assert t["counts"]["wordnet_examples"] > 30_000 and t["counts"]["fortunes"] > 10_000
+    # the in-domain transcripts count IN_DOMAIN_COPIES times: each appears that often in the training text
+    one = t["train"][start]
+    assert t["train"].count(one) >= lm.IN_DOMAIN_COPIES and one in {u.text for u in data.speechocean("train")}
 
 
 def test_shipped_model_records_how_it_was_made(shipped):
@@ -140,4 +144,33 @@ def test_shipped_word_model_records_how_it_was_made(shipped_words):
     for measured in info["measured"].values():
         assert math.isfinite(measured["perplexity_per_word"]) and measured["perplexity_per_word"] > 1
         assert 0 < measured["oov_rate"] < 0.2
-    assert wordlm.WORD_LM_FILE.stat().st_size < 5e6
+    assert wordlm.WORD_LM_FILE.stat().st_size < 8e6  # 23k words since the Debian text joined (was 8k)
+
+
+# -- the extra everyday English (asr_core.lmtext) ---------------------------------------------------------
+
+def test_wordnet_examples_are_the_quoted_sentences_of_glosses(tmp_path):
+    (tmp_path / "data.verb").write_text(
+        "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+        '00001740 29 v 01 breathe 0 001 | draw air into, and expel out of, the lungs; "I can breathe better now"; '
+        '"The patient is breathing"  \n'
+        '00002000 29 v 01 run 0 001 | move fast; "Run, Forrest!"; "She ran 3 miles to the old barn"  \n')
+    # every quoted example of 3 or more words, normalized; "Run, Forrest!" is too short, the license no gloss
+    assert lmtext.wordnet_examples(tmp_path) == ["i can breathe better now", "she ran three miles to the old barn",
+                                                 "the patient is breathing"]
+
+
+def test_fortune_sentences_split_entries_and_drop_attributions(tmp_path):
+    (tmp_path / "wisdom").write_text("Look before you leap. He who hesitates is lost!\n\t\t-- Proverbs\n%\n"
+                                     "Too short.\n%\nA third saying, on two\nlines.\n")
+    (tmp_path / "wisdom.dat").write_bytes(b"\x00\x01")      # the index files are skipped
+    (tmp_path / "perl").write_text("print the first line of the file\n")  # a skipped topic
+    assert lmtext.fortune_sentences(tmp_path) == ["a third saying on two lines", "he who hesitates is lost",
+                                                  "look before you leap"]
+
+
+def test_missing_debian_text_names_the_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="wordnet-base"):
+        lmtext.wordnet_examples(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
+        lmtext.fortune_sentences(tmp_path / "absent")
