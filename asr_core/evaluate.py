@@ -35,8 +35,8 @@ HELD_OUT = {  # corpus -> (split, who is in it)
     "synth": ("test", "held-out synthesized voices, never trained on: " + ", ".join(sorted(synth.HELD_OUT_VOICES))),
 }
 TUNE_ALPHAS = [0.0, 0.3, 0.6, 1.0]
-TUNE_BETAS = [0.0, 0.5, 1.0, 2.0]
-TUNE_GAMMAS = [0.1, 0.2, 0.3, 0.5]
+TUNE_BETAS = [0.0, 0.5, 1.0, 2.0, 3.0]
+TUNE_GAMMAS = [0.1, 0.2, 0.3, 0.5, 0.7]
 TUNE_OOVS = [-1.5, -3.0, -6.0]
 
 
@@ -208,7 +208,8 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
 def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
     """Choose the beam's weights for `model_name` on the dev set (lowest CER + WER) and store them in
     assets/lm/config.json. Three steps, each around the best so far: alpha x beta with the character
-    LM alone; then gamma x oov for the word LM; then beta again (a word's cost changes the best bonus)."""
+    LM alone; then gamma x oov for the word LM; then alpha x beta again with the word LM (the words' cost
+    changes the best character-LM weight and bonus)."""
     language_model, word_model = lm.load(), wordlm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
@@ -235,8 +236,8 @@ def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
     if word_model is not None:
         for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
             run(char_only[0], char_only[1], gamma, oov)
-        alpha, _, gamma, oov = best()
-        for beta in TUNE_BETAS:
+        _, _, gamma, oov = best()
+        for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
             run(alpha, beta, gamma, oov)
     alpha, beta, gamma, oov = best()
     oov = oov if oov is not None else lm.config().get("oov", -3.0)  # gamma 0: oov plays no part

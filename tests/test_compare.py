@@ -106,3 +106,27 @@ def test_the_command_on_speechocean762_test(tmp_path):
     assert result["models"]["gru"]["cer"] == evaluate.error_rates([r for _, r in items], hyps)["cer"]
     assert result["models"]["lstm"]["vs_baseline"]["cer"]["high"] < 0   # the LSTM hears these speakers better
     assert "speechocean762 test: 40 utterances" in r.stdout
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
+def test_comparing_language_models_on_speechocean762_test(tmp_path):
+    """scripts/compare_lms.py: the shipped LMs against a copy whose config drops the word model for the GRU."""
+    from asr_core import beam, lm
+    plain = tmp_path / "plain"
+    shutil.copytree(lm.LM_DIR, plain)
+    cfg = json.loads((plain / "config.json").read_text())
+    cfg["models"]["gru"]["gamma"] = 0.0
+    (plain / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "lms.json"
+    r = subprocess.run([sys.executable, "scripts/compare_lms.py", "gru", str(plain), str(lm.LM_DIR), "--limit", "12",
+                        "--resamples", "100", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=lm.LM_DIR.parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    first, second = result["lms"][str(plain)], result["lms"][str(lm.LM_DIR)]
+    assert first["gamma"] == 0.0 and second["gamma"] == beam.settings("gru")["gamma"] > 0
+    items = evaluate.samples("speechocean762", "test", 12)
+    hyps = [beam.decode(lp, "beam", "gru") for lp in evaluate.log_probs("gru", [f for f, _ in items])]
+    assert second["wer"] == evaluate.error_rates([r for _, r in items], hyps)["wer"]   # the shipped beam, as in the app
+    d = result["second_minus_first"]["wer"]
+    assert d["diff"] == pytest.approx(second["wer"] - first["wer"], abs=1e-3) and d["low"] <= d["diff"] <= d["high"]

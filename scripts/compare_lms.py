@@ -1,0 +1,68 @@
+"""Do new language models help the beam search? One acoustic model, two LM directories, speechocean762 test.
+
+    git show HEAD:assets/lm/char_lm.json > /tmp/old/char_lm.json   # likewise word_lm.json and config.json
+    python scripts/compare_lms.py lstm /tmp/old assets/lm
+
+Each directory holds char_lm.json, word_lm.json and config.json (the weights tuned on the dev set for each
+model). The model's log-probabilities are computed once; the prefix beam search decodes every test
+utterance with each directory's LMs and that model's tuned weights; the table gives CER / WER and the
+second minus the first with its 95 % interval from resampling the 100 test speakers (asr_core.compare).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from asr_core import beam, compare, evaluate, lm, wordlm  # noqa: E402
+
+
+def lm_settings(directory: Path, model: str) -> dict:
+    cfg = json.loads((directory / "config.json").read_text())
+    chosen = {"beam": cfg["beam"], "alpha": cfg["alpha"], "beta": cfg["beta"], "gamma": cfg.get("gamma", 0.0),
+              "oov": cfg.get("oov", -3.0)}
+    chosen.update({k: v for k, v in cfg.get("models", {}).get(model, {}).items() if k in chosen})
+    words = wordlm.load(directory / "word_lm.json") if chosen["gamma"] else None
+    return {**chosen, "lm": lm.load(directory / "char_lm.json"), "word_lm": words}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("first", type=Path)
+    p.add_argument("second", type=Path)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    items, speakers = compare.speechocean_test(args.limit)
+    refs = [ref for _, ref in items]
+    stem, directory = compare.resolve(args.model)
+    lps = evaluate.log_probs(stem, [f for f, _ in items], directory=directory)
+    draws = compare.speaker_draws(speakers, args.resamples)
+    counts, result = {}, {"model": args.model, "n_utts": len(items), "decoder": "beam", "lms": {}}
+    for d in (args.first, args.second):
+        opts = lm_settings(d, stem)
+        hyps = [beam.beam_search(lp, **opts)[0].text for lp in lps]
+        counts[d] = c = compare.edit_counts(refs, hyps)
+        result["lms"][str(d)] = {"cer": round(float(c["char_edits"].sum() / c["chars"].sum()), 4),
+                                 "wer": round(float(c["word_edits"].sum() / c["words"].sum()), 4),
+                                 **{k: v for k, v in opts.items() if k not in ("lm", "word_lm")}}
+        print(f"{d}: {result['lms'][str(d)]}", flush=True)
+    a, b = counts[args.first], counts[args.second]
+    result["second_minus_first"] = {
+        "cer": compare.paired_difference(a["char_edits"], b["char_edits"], a["chars"], draws),
+        "wer": compare.paired_difference(a["word_edits"], b["word_edits"], a["words"], draws)}
+    print(f"{args.second} minus {args.first}: {result['second_minus_first']} "
+          f"(speechocean762 test, {len(items)} utterances, {args.model}, beam width as configured)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
