@@ -4,6 +4,7 @@
     python -m asr_core.evaluate --model gru --decoder greedy --limit 200
     python -m asr_core.evaluate --model lstm --write-card         # record in assets/models/lstm.json
     python -m asr_core.evaluate --model lstm --tune               # choose the LM weights on the dev set
+    python -m asr_core.evaluate --model lstm --tune --dev-augment 7   # ... on dev clips augmented once (seed 7)
 
 Only held-out data is scored (see HELD_OUT for who was heard in training). The MFCC caches of
 `python -m asr_core.data` are used when present, otherwise features are computed from the audio.
@@ -25,7 +26,7 @@ import jiwer
 import numpy as np
 import torch
 
-from . import audio, beam, ctc, data, features, lm, models, synth, wordlm
+from . import audio, augment, beam, ctc, data, features, lm, models, synth, wordlm
 from .vocab import decode as decode_ids
 
 HELD_OUT = {  # corpus -> (split, who is in it)
@@ -52,16 +53,19 @@ def spread(items: list, limit: int | None) -> list:
     return items[::len(items) // limit][:limit]
 
 
-def audio_samples(utts: list[data.Utterance]) -> list[tuple[torch.Tensor, str]]:
-    """(MFCC frames, reference text) for each readable utterance with a non-empty transcript."""
+def audio_samples(utts: list[data.Utterance], augment_seed: int | None = None) -> list[tuple[torch.Tensor, str]]:
+    """(MFCC frames, reference text) for each readable utterance with a non-empty transcript; with
+    `augment_seed`, each clip first goes through one draw of the training augmentation (reproducible)."""
     out = []
+    rng = np.random.default_rng(augment_seed) if augment_seed is not None else None
     for u in utts:
         if not u.text:
             continue
         try:
-            out.append((features.mfcc(audio.load(u.path).samples), u.text))
+            samples = audio.load(u.path).samples
         except audio.AudioError:
             continue
+        out.append((features.mfcc(augment.random_augment(samples, rng) if rng else samples), u.text))
     return out
 
 
@@ -205,7 +209,7 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
     return path
 
 
-def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
+def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed: int | None = None) -> dict:
     """Choose the beam's weights for `model_name` on the dev set (lowest CER + WER) and store them in
     assets/lm/config.json. Three steps, each around the best so far: alpha x beta with the character
     LM alone; then gamma x oov for the word LM; then alpha x beta again with the word LM (the words' cost
@@ -213,7 +217,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
     language_model, word_model = lm.load(), wordlm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
-    items = audio_samples(spread(lm.dev_utterances(), limit))
+    items = audio_samples(spread(lm.dev_utterances(), limit), augment_seed)
     refs = [ref for _, ref in items]
     lps = log_probs(model_name, [f for f, _ in items])
     greedy = error_rates(refs, [ctc.greedy(lp).text for lp in lps])
@@ -245,7 +249,10 @@ def tune(model_name: str, limit: int | None = None, width: int = 8) -> dict:
     cfg.setdefault("models", {})
     cfg["models"][model_name] = {"alpha": alpha, "beta": beta, "gamma": gamma, "oov": oov, "dev": {
         "set": f"speechocean762 train, speakers {', '.join(lm.dev_speakers())} (sentences not in the LMs; "
-               "their audio may be in the acoustic model's training)",
+               "their audio may be in the acoustic model's training)"
+               + (f"; each clip augmented once (asr_core.augment.random_augment, seed {augment_seed})"
+                  if augment_seed is not None else ""),
+        "augment_seed": augment_seed,
         "n_utts": len(items), "greedy": greedy, "beam": {**tried[best()], "beam": width},
         "beam_char_lm_only": {**tried[char_only], "beam": width, "alpha": char_only[0], "beta": char_only[1]}}}
     cfg.update(alpha=alpha, beta=beta, gamma=gamma, oov=oov)  # the latest tuning is the default for untuned models
@@ -267,11 +274,14 @@ def main(argv=None) -> None:
     p.add_argument("--write-card", action="store_true", help="store the metrics in assets/models/MODEL.json")
     p.add_argument("--tune", action="store_true",
                    help="choose alpha/beta/gamma/oov on the dev set (never on test) and stop")
+    p.add_argument("--dev-augment", type=int, metavar="SEED",
+                   help="with --tune: pass each dev clip through one draw of the training augmentation (this "
+                        "seed), so that a model that has heard the dev speakers is as unsure as on new ones")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.tune:
-        tune(args.model, args.limit)
+        tune(args.model, args.limit, augment_seed=args.dev_augment)
         return
     if args.write_card and (args.limit or "greedy" not in args.decoder or "speechocean762" not in args.corpus):
         p.error("--write-card needs the full test sets (no --limit), the greedy decoder and speechocean762")

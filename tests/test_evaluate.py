@@ -167,3 +167,25 @@ def test_readme_per_corpus_and_age_tables_match_the_cards():
         by_age = m["speechocean762"]["by_age"]
         assert ages[name] == [f"{by_age['greedy'][g]['cer']:.3f} / {by_age['beam'][g]['cer']:.3f}"
                               for g in by_age["greedy"]], name   # children, teenagers, adults
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "train").exists(), reason="needs ../shared/data")
+def test_dev_clips_augmented_for_tuning_are_reproducible_and_harder(tmp_path, monkeypatch):
+    """--dev-augment SEED: one draw of the training augmentation per dev clip, the same for the same seed, and
+    the tuning records it."""
+    from asr_core import lm
+    utts = evaluate.spread(lm.dev_utterances(), 6)
+    clean = evaluate.audio_samples(utts)
+    a, b, c = (evaluate.audio_samples(utts, augment_seed=s) for s in (7, 7, 8))
+    assert [r for _, r in a] == [r for _, r in clean]
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))                  # reproducible
+    assert not any(x.shape == y.shape and torch.equal(x, y) for (x, _), (y, _) in zip(a, clean))  # every clip changed
+    assert any(x.shape != y.shape or not torch.equal(x, y) for (x, _), (y, _) in zip(a, c))  # another seed, other draws
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"alpha": 0.5, "beta": 1.0, "beam": 16, "models": {}}))
+    monkeypatch.setattr(lm, "CONFIG_FILE", config)
+    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [1.0]), ("TUNE_GAMMAS", [0.3]), ("TUNE_OOVS", [-3.0])):
+        monkeypatch.setattr(evaluate, name, values)
+    evaluate.tune("rnn", limit=4, width=4, augment_seed=7)
+    dev = json.loads(config.read_text())["models"]["rnn"]["dev"]
+    assert dev["augment_seed"] == 7 and "seed 7" in dev["set"] and dev["n_utts"] == 4
