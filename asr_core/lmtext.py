@@ -2,12 +2,12 @@
 
     apt-get install wordnet-base fortunes
 
-The LJ Speech sentences are 19th-century non-fiction read aloud ("the prisoners were removed to newgate");
+The LJ Speech sentences are 19th-century non-fiction read aloud ("the latter state of newgate was worse");
 speechocean762's prompts are short everyday sentences ("do you want to know my wish"), and its train
 transcripts are only 2,300. Debian ships two collections of plain modern English as text files:
 
-- WordNet 3.0's usage examples, the quoted sentences in its glosses ("he called me a fool"): 42,800;
-- the `fortunes` package's sayings and quotations, split into sentences: about 20,000 (a few topic files
+- WordNet 3.0's usage examples, the quoted sentences in its glosses ("the prisoners were appallingly thin"): 42,786;
+- the `fortunes` package's sayings and quotations, split into sentences: 21,897 (a few topic files
   are left out: technical ones full of code and commands, and ones a classroom would not want to weigh).
 
 Sentences are normalized like every transcript (asr_core.vocab.normalize_text) and kept when they have
