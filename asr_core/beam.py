@@ -27,6 +27,7 @@ exactly the character-LM search above.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -182,14 +183,18 @@ def labelling_log_prob(log_probs, labels) -> float:
     return -float(loss[0])
 
 
-def settings(model: str | None = None) -> dict:
+def settings(model: str | None = None, lm_dir: Path | None = None) -> dict:
     """Beam-search keyword arguments: the shipped LMs and the alpha/beta/gamma/oov/beam tuned for `model`
-    (assets/lm/config.json). Without a shipped LM its weights are 0: the search runs without it."""
-    cfg = lm_module.config()
+    (assets/lm/config.json; or those of another directory holding char_lm.json, word_lm.json and
+    config.json, e.g. LMs built before). Without an LM its weights are 0: the search runs without it."""
+    cfg = lm_module.config(lm_dir / "config.json" if lm_dir else None)
     chosen = {"beam": cfg["beam"], "alpha": cfg["alpha"], "beta": cfg["beta"], "gamma": cfg.get("gamma", 0.0),
               "oov": cfg.get("oov", -3.0)}
     chosen.update({k: v for k, v in cfg.get("models", {}).get(model, {}).items() if k in chosen})
-    language_model, word_model = lm_module.load(), wordlm_module.load()
+    if lm_dir:
+        language_model, word_model = lm_module.load(lm_dir / "char_lm.json"), wordlm_module.load(lm_dir / "word_lm.json")
+    else:
+        language_model, word_model = lm_module.load(), wordlm_module.load()
     if language_model is None:
         chosen.update(alpha=0.0, beta=0.0)
     if word_model is None:

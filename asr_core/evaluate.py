@@ -65,7 +65,7 @@ def audio_samples(utts: list[data.Utterance], augment_seed: int | None = None) -
             samples = audio.load(u.path).samples
         except audio.AudioError:
             continue
-        out.append((features.mfcc(augment.random_augment(samples, rng) if rng else samples), u.text))
+        out.append((features.mfcc(augment.random_augment(samples, rng) if rng is not None else samples), u.text))
     return out
 
 

@@ -105,10 +105,12 @@ def load(path: Path = LM_FILE) -> CharLM | None:
     return CharLM.from_json(json.loads(Path(path).read_text()))
 
 
-def config() -> dict:
-    """Beam-search settings tuned on the dev set: {"alpha", "beta", "beam", "models": {name: {...}}}."""
-    if CONFIG_FILE.exists():
-        return json.loads(CONFIG_FILE.read_text())
+def config(path: Path | None = None) -> dict:
+    """Beam-search settings tuned on the dev set: {"alpha", "beta", "beam", "models": {name: {...}}}
+    (assets/lm/config.json, or another LM directory's config.json)."""
+    path = path or CONFIG_FILE
+    if path.exists():
+        return json.loads(path.read_text())
     return {"alpha": 0.5, "beta": 1.0, "beam": 16, "models": {}}
 
 

@@ -18,16 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from asr_core import beam, compare, evaluate, lm, wordlm  # noqa: E402
-
-
-def lm_settings(directory: Path, model: str) -> dict:
-    cfg = json.loads((directory / "config.json").read_text())
-    chosen = {"beam": cfg["beam"], "alpha": cfg["alpha"], "beta": cfg["beta"], "gamma": cfg.get("gamma", 0.0),
-              "oov": cfg.get("oov", -3.0)}
-    chosen.update({k: v for k, v in cfg.get("models", {}).get(model, {}).items() if k in chosen})
-    words = wordlm.load(directory / "word_lm.json") if chosen["gamma"] else None
-    return {**chosen, "lm": lm.load(directory / "char_lm.json"), "word_lm": words}
+from asr_core import beam, compare, evaluate  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -47,7 +38,7 @@ def main(argv=None) -> None:
     draws = compare.speaker_draws(speakers, args.resamples)
     counts, result = {}, {"model": args.model, "n_utts": len(items), "decoder": "beam", "lms": {}}
     for d in (args.first, args.second):
-        opts = lm_settings(d, stem)
+        opts = beam.settings(stem, lm_dir=d)
         hyps = [beam.beam_search(lp, **opts)[0].text for lp in lps]
         counts[d] = c = compare.edit_counts(refs, hyps)
         result["lms"][str(d)] = {"cer": round(float(c["char_edits"].sum() / c["chars"].sum()), 4),
