@@ -6,6 +6,7 @@ labelled as such wherever a number is reported.
 
     python -m asr_core.data --augment-copies 2    # builds ~/.cache/asr-lab/features/*.safetensors
     python -m asr_core.data --augment-copies 3 --seed 11 --only speechocean762/train   # fresh draws, *-x3s11
+    python -m asr_core.data --seed 5 --only speechocean762/train --without-dev   # *-x2s5-nodev: no LM dev speakers
 """
 from __future__ import annotations
 
@@ -94,11 +95,14 @@ def load_16k(path: str) -> np.ndarray:
     return audio.load(path).samples
 
 
-def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0, limit: int | None = None) -> Path:
+def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0, limit: int | None = None,
+                without: frozenset[str] = frozenset()) -> Path:
     """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors (with s{seed} after it when the
-    augmentation seed is not 0, so fresh draws sit beside the old ones)."""
-    out = FEATURES / f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}.safetensors"
-    return write_cache(CORPORA[corpus](split)[:limit], out, augment_copies, seed, desc=f"{corpus}/{split}")
+    augmentation seed is not 0, so fresh draws sit beside the old ones). Speakers in `without` are left out
+    and the name ends in -nodev (used for the LM's tuning speakers, asr_core.lm.dev_speakers)."""
+    utts = [u for u in CORPORA[corpus](split) if u.speaker not in without][:limit]
+    out = FEATURES / f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}{'-nodev' if without else ''}.safetensors"
+    return write_cache(utts, out, augment_copies, seed, desc=f"{corpus}/{split}")
 
 
 def write_cache(utts: list[Utterance], out: Path, augment_copies: int = 0, seed: int = 0, desc: str = "") -> Path:
@@ -156,14 +160,19 @@ def main(argv=None) -> None:
     p.add_argument("--augment-copies", type=int, default=2, help="augmented copies of each real training clip")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed; not 0 writes *-x{copies}s{seed} caches")
     p.add_argument("--only", nargs="*", help="corpus/split names, e.g. speechocean762/train")
+    p.add_argument("--without-dev", action="store_true",
+                   help="leave out the speechocean762 train speakers the LM weights are tuned on (*-nodev caches)")
     args = p.parse_args(argv)
+    from .lm import dev_speakers  # lm reads this module's corpora
+    without = frozenset(dev_speakers()) if args.without_dev else frozenset()
     jobs = [("speechocean762", "train", args.augment_copies), ("ljspeech", "train", args.augment_copies),
             ("fsdd", "train", 1), ("synth", "train", 0),
             ("speechocean762", "test", 0), ("ljspeech", "test", 0), ("fsdd", "test", 0), ("synth", "test", 0)]
     for corpus, split, copies in jobs:
         if args.only and f"{corpus}/{split}" not in args.only:
             continue
-        print(build_cache(corpus, split, copies, seed=args.seed), flush=True)
+        print(build_cache(corpus, split, copies, seed=args.seed,
+                          without=without if (corpus, split) == ("speechocean762", "train") else frozenset()), flush=True)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,19 @@ def test_a_new_augmentation_seed_writes_fresh_draws_beside_the_old_cache(cache, 
     assert not any(a[i][0].shape == b[i][0].shape and torch.equal(a[i][0], b[i][0]) for i in range(1, len(a), 2))
 
 
+def test_without_dev_leaves_the_lm_tuning_speakers_out_of_the_training_cache(cache, tmp_path, monkeypatch):
+    from asr_core import lm
+    utts = [Utterance(f"u{i}", str(cache.parent / f"u{i}.wav"), t, f"spk{i % 3}") for i, t in enumerate(TEXTS)]
+    monkeypatch.setattr(data, "FEATURES", tmp_path)
+    monkeypatch.setitem(data.CORPORA, "speechocean762", lambda split: utts)
+    monkeypatch.setattr(lm, "dev_speakers", lambda: ["spk1"])
+    data.main(["--augment-copies", "0", "--seed", "5", "--only", "speechocean762/train", "--without-dev"])
+    (made,) = tmp_path.iterdir()
+    assert made.name == "speechocean762-train-x0s5-nodev.safetensors"
+    kept = sorted(decode(l.tolist()) for _, l in data.FeatureSet(made).items)
+    assert kept == sorted(u.text for u in utts if u.speaker != "spk1") and len(kept) == 4
+
+
 def test_batches_cover_every_utterance_once_within_budget():
     import random
     lengths = [random.Random(i).randint(50, 900) for i in range(200)]
