@@ -163,8 +163,10 @@ def main(argv=None) -> None:
     p.add_argument("--without-dev", action="store_true",
                    help="leave out the speechocean762 train speakers the LM weights are tuned on (*-nodev caches)")
     args = p.parse_args(argv)
-    from .lm import dev_speakers  # lm reads this module's corpora
-    without = frozenset(dev_speakers()) if args.without_dev else frozenset()
+    without = frozenset()
+    if args.without_dev:
+        from .lm import dev_speakers  # lm reads this module's corpora
+        without = frozenset(dev_speakers())
     jobs = [("speechocean762", "train", args.augment_copies), ("ljspeech", "train", args.augment_copies),
             ("fsdd", "train", 1), ("synth", "train", 0),
             ("speechocean762", "test", 0), ("ljspeech", "test", 0), ("fsdd", "test", 0), ("synth", "test", 0)]
