@@ -43,28 +43,26 @@ IN_DOMAIN_COPIES = 3           # times the speechocean762 train transcripts are 
 
 
 class CharLM:
-    """Backoff character n-gram model. `table` maps a context h to (log backoff, {next symbol: log P})."""
+    """Backoff character n-gram model. `table` maps a context h to (log backoff, {next symbol: log P}).
 
-    def __init__(self, order: int, table: dict[str, tuple[float, dict[str, float]]], info: dict | None = None):
+    For decoding, the full next-symbol distribution of every stored context is worked out once, when the
+    model is built or loaded, into one read-only (contexts, 29) array: P(. | h) is then the row of the
+    longest suffix of h that is stored (a context never seen, or pruned, backs off for free). No cache
+    grows while a server answers beam requests."""
+
+    def __init__(self, order: int, table: dict[str, tuple[float, dict[str, float]]] | None, info: dict | None = None,
+                 dense: tuple[dict[str, int], np.ndarray] | None = None):
         self.order = order
         self.info = info or {}
-        self._table = table
-        self._cache: dict[str, np.ndarray] = {}
+        self._table = table  # the backoff form training builds and to_json writes (None when loaded)
+        self._row_of, self._rows = dense or _dense({h: (bow, list(nxt), list(nxt.values()))
+                                                    for h, (bow, nxt) in table.items()})
 
     def _dist(self, h: str) -> np.ndarray:
-        if h in self._cache:
-            return self._cache[h]
-        entry = self._table.get(h)
-        if entry is None:  # context never seen (or pruned): its distribution is the shorter context's
-            out = self._dist(h[1:])
-        else:
-            bow, nxt = entry
-            out = self._dist(h[1:]) + bow if h else np.full(len(SYMBOLS), -math.log(len(SYMBOLS)))
-            out[[_INDEX[s] for s in nxt]] = list(nxt.values())
-        out.setflags(write=False)
-        if len(self._cache) < 500_000:
-            self._cache[h] = out
-        return out
+        row_of = self._row_of
+        while h not in row_of:
+            h = h[1:]
+        return self._rows[row_of[h]]
 
     def next_log_probs(self, history: str) -> np.ndarray:
         """Natural log P(next | history) as a (29,) array in vocabulary order; index 0 is end of sentence."""
@@ -81,6 +79,8 @@ class CharLM:
         return math.exp(-logp / sum(len(s) + 1 for s in sentences))
 
     def to_json(self) -> dict:
+        if self._table is None:
+            raise ValueError("a loaded model keeps only its decoding array: save the model that training built")
         table = {}
         for h, (bow, nxt) in sorted(self._table.items()):
             table[h] = [round(bow, 4), "".join(nxt), [round(float(x), 4) for x in nxt.values()]]
@@ -89,8 +89,7 @@ class CharLM:
 
     @classmethod
     def from_json(cls, d: dict) -> "CharLM":
-        table = {h: (bow, dict(zip(chars, lps))) for h, (bow, chars, lps) in d["contexts"].items()}
-        return cls(d["order"], table, d.get("info"))
+        return cls(d["order"], None, d.get("info"), dense=_dense(d["contexts"]))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +163,28 @@ def train(sentences: list[str], order: int = 7, min_count: dict[int, int] | None
             bow = (1.0 - p[kept].sum()) / max(1.0 - lower[kept].sum(), 1e-12)
             table[h] = (math.log(max(bow, 1e-12)), {SYMBOLS[i]: math.log(p[i]) for i in kept})
     return CharLM(order, table)
+
+
+def _dense(contexts: dict[str, tuple]) -> tuple[dict[str, int], np.ndarray]:
+    """From the backoff form {h: (log backoff, symbols, their log P)}: each context's row number and the
+    (contexts, 29) array of full log-distributions. A row is its longest stored shorter suffix's row plus
+    the backoff weight, with the symbols seen after h overwritten; shorter contexts come first."""
+    assert "" in contexts, "the unigram context is always stored"
+    keys = sorted(contexts, key=len)
+    row_of = {h: i for i, h in enumerate(keys)}
+    rows = np.empty((len(keys), len(SYMBOLS)))
+    for i, h in enumerate(keys):
+        bow, symbols, log_probs = contexts[h]
+        if h:
+            suffix = h[1:]
+            while suffix not in row_of:
+                suffix = suffix[1:]
+            rows[i] = rows[row_of[suffix]] + bow
+        else:
+            rows[i] = -math.log(len(SYMBOLS))
+        rows[i, [_INDEX[s] for s in symbols]] = log_probs
+    rows.setflags(write=False)
+    return row_of, rows
 
 
 def _lower(full, h: str) -> np.ndarray:

@@ -55,6 +55,41 @@ def test_training_on_a_tiny_corpus_and_json_round_trip(tmp_path):
         assert again.score(text) == pytest.approx(model.score(text), abs=1e-3)
 
 
+def _backoff(table, h):
+    """P(. | h) straight from the backoff form, written out recursively (what the decoding array holds)."""
+    if h not in table:
+        return _backoff(table, h[1:])
+    bow, nxt = table[h]
+    out = _backoff(table, h[1:]) + bow if h else np.full(len(lm.SYMBOLS), -math.log(len(lm.SYMBOLS)))
+    out[[lm.SYMBOLS.index(s) for s in nxt]] = list(nxt.values())
+    return out
+
+
+def test_decoding_rows_are_the_backoff_distributions(tmp_path):
+    corpus = ENGLISH * 3 + ["an unusual sentence appears only once", "zebras quietly jog"]
+    model = lm.train(corpus, order=5, min_count={4: 2, 5: 2})
+    model.save(tmp_path / "lm.json")
+    loaded = lm.CharLM.from_json(json.loads((tmp_path / "lm.json").read_text()))
+    for history in ["", "t", "the stu", "an unusual sente", "zq", "xx zebras qu", "please write your na"]:
+        h = (lm.BOS + history)[-(model.order - 1):]
+        expected = _backoff(model._table, h)
+        assert np.array_equal(model.next_log_probs(history), expected)
+        assert np.allclose(loaded.next_log_probs(history), expected, atol=1e-3)  # stored to 4 decimals
+
+
+def test_decoding_grows_no_cache_and_cannot_change_the_model(shipped):
+    sizes = lambda: {k: len(v) for k, v in vars(shipped).items() if hasattr(v, "__len__")}
+    before = sizes()
+    rng = np.random.default_rng(1)
+    for sentence in ENGLISH + ["".join(rng.permutation(list(s))) for s in ENGLISH]:
+        shipped.score(sentence)
+    assert sizes() == before
+    with pytest.raises(ValueError):
+        shipped.next_log_probs("the")[0] = 0.0
+    with pytest.raises(ValueError, match="loaded model"):
+        shipped.to_json()
+
+
 def test_pruning_keeps_a_normalized_model():
     corpus = ENGLISH * 3 + ["an unusual sentence appears only once"]
     full, pruned = lm.train(corpus, order=5), lm.train(corpus, order=5, min_count={4: 2, 5: 2})
