@@ -24,6 +24,8 @@ weights each frame's KL by the teacher's probability of a character there: most 
 plain mean lets them drown out the few frames where a small student drops the teacher's characters.
 With --audio the teacher runs alongside the student instead (on the GPU): it hears each freshly augmented
 batch before SpecAugment masks it, so its targets are as new as the audio.
+Several teachers (--teacher A B, cached MFCCs only) teach as one: per frame, the mean of their
+log-probabilities, renormalized (a product of experts), which keeps the characters they agree on sharp.
 """
 from __future__ import annotations
 
@@ -136,6 +138,16 @@ def teacher_targets(name: str, items, delay: int = 0, keep: bool = True) -> list
                   metadata={"teacher": str(path), "delay": str(delay), "utterances": str(len(out))})
         partial.replace(kept)
     return out
+
+
+def ensemble_targets(names: list[str], items, delay: int = 0) -> list[torch.Tensor]:
+    """Several teachers as one: for each utterance, log_softmax of the mean of their (T, 29) log-probabilities
+    (each teacher's kept on disk as teacher_targets keeps it), float16 like a single teacher's."""
+    if len(names) == 1:
+        return teacher_targets(names[0], items, delay)
+    per_teacher = [teacher_targets(n, items, delay) for n in names]
+    return [torch.stack([t[i].float() for t in per_teacher]).mean(0).log_softmax(-1).half()
+            for i in range(len(items))]
 
 
 def _teacher_key(path: Path, items, delay: int) -> str:
@@ -257,8 +269,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
     p.add_argument("--layers", type=int, help="recurrent layers (default: the model's); an LSTM given --init-from "
                                               "weights with fewer layers grows new near-identity top layers")
-    p.add_argument("--teacher", help="a shipped model (or a NAME.safetensors with its NAME.json card beside it) whose "
-                                      "per-frame distributions are a second target (distillation)")
+    p.add_argument("--teacher", nargs="+", help="a shipped model (or a NAME.safetensors with its NAME.json card beside "
+                   "it) whose per-frame distributions are a second target (distillation); several: their log-probabilities "
+                   "averaged (cached MFCCs only)")
     p.add_argument("--distill", type=float, default=1.0, help="weight of the KL term when --teacher is given")
     p.add_argument("--distill-focus", action="store_true",
                    help="weight each frame's KL by the teacher's probability of a character there")
@@ -269,6 +282,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--layers: the textbook RNN keeps its one layer (SimpleASR_RNN)")
     if (args.distill_focus or args.teacher_delay) and not args.teacher:
         p.error("--distill-focus and --teacher-delay shape a teacher's targets: give --teacher too")
+    if args.teacher and len(args.teacher) > 1 and args.audio:
+        p.error("several teachers teach from cached MFCCs only: --audio runs one teacher alongside the student")
     return args
 
 
@@ -308,8 +323,8 @@ def main(argv=None) -> None:
         evals = {Path(n).stem: data.FeatureSet(data.cache_path(n)) for n in args.eval if data.cache_path(n).exists()}
         lengths = [f.shape[0] for f, _ in train.items]
     # a teacher's targets: computed once for the cached MFCCs, or for every fresh batch of --audio
-    targets = teacher_targets(args.teacher, train.items, args.teacher_delay) if args.teacher and not args.audio else None
-    online = teacher_model(args.teacher).to(device) if args.teacher and args.audio else None
+    targets = ensemble_targets(args.teacher, train.items, args.teacher_delay) if args.teacher and not args.audio else None
+    online = teacher_model(args.teacher[0]).to(device) if args.teacher and args.audio else None
     model = models.build({"arch": arch})
     if args.init_from:
         weights = {k: v.float() for k, v in load_file(weights_path(args.init_from)).items()}  # float16 copies from a GPU round too
@@ -424,7 +439,10 @@ def main(argv=None) -> None:
                                         "device (asr_core.onthefly)", "corpora": onthefly.corpus_hours(args.audio)}
                          if args.audio else {n: "cached MFCCs, see asr_core.data" for n in args.train}),
                 "init_from": args.init_from,
-                "teacher": ({"model": args.teacher, "distill_weight": args.distill, "delay_frames": args.teacher_delay,
+                "teacher": ({"model": args.teacher[0] if len(args.teacher) == 1 else args.teacher,
+                             **({"ensemble": "per frame, the mean of the teachers' log-probabilities, renormalized"}
+                                if len(args.teacher) > 1 else {}),
+                             "distill_weight": args.distill, "delay_frames": args.teacher_delay,
                              "focus": args.distill_focus,
                              "targets": ("online: the teacher hears each augmented batch before SpecAugment" if online is not None
                                          else "once per cached utterance, before SpecAugment"),

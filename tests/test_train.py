@@ -184,6 +184,31 @@ def test_training_with_a_teacher(tmp_path, cache):
     assert not all(torch.equal(a, b) for a, b in zip(targets, elsewhere))
 
 
+def test_several_teachers_teach_their_renormalized_mean(tmp_path, cache):
+    """--teacher A B: per frame, log_softmax of the mean of the teachers' log-probabilities, written out by hand
+    here; one name gives exactly that teacher's targets; the card lists the teachers; --audio refuses several."""
+    items = data.FeatureSet(cache).items
+    lstm, gru = train.teacher_targets("lstm", items), train.teacher_targets("gru", items)
+    both = train.ensemble_targets(["lstm", "gru"], items)
+    for a, b, e in zip(lstm, gru, both):
+        by_hand = (a.float() + b.float()) / 2
+        by_hand = by_hand - by_hand.exp().sum(-1, keepdim=True).log()
+        assert e.dtype == torch.float16 and torch.allclose(e.float(), by_hand, atol=1e-2)
+        agree = a.argmax(-1) == b.argmax(-1)
+        assert torch.equal(e.argmax(-1)[agree], a.argmax(-1)[agree])  # where both teachers agree, so does the mean
+    assert not all(torch.equal(e, a) for e, a in zip(both, lstm))
+    assert all(torch.equal(a, b) for a, b in zip(train.ensemble_targets(["lstm"], items), lstm))
+    card, _ = _train(tmp_path, cache, "--teacher", "lstm", "gru", "--distill", "0.5", launcher=(sys.executable,))
+    assert card["training"]["teacher"]["model"] == ["lstm", "gru"] and "mean" in card["training"]["teacher"]["ensemble"]
+    assert card["training"]["steps"] > 0
+
+
+def test_several_teachers_need_cached_features(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--model", "rnn", "--teacher", "lstm", "gru", "--audio", str(tmp_path / "pack.safetensors")])
+    assert "several teachers" in capsys.readouterr().err
+
+
 def test_teacher_targets_are_kept_on_disk_and_reused(cache, monkeypatch):
     """The first run with a teacher writes its targets to TEACHER_CACHE; the next run with the same teacher, delay
     and features loads them without running the teacher; a new delay or changed features compute afresh."""
