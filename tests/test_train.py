@@ -186,7 +186,7 @@ def test_training_with_a_teacher(tmp_path, cache):
 
 def test_several_teachers_teach_their_renormalized_mean(tmp_path, cache):
     """--teacher A B: per frame, log_softmax of the mean of the teachers' log-probabilities, written out by hand
-    here; one name gives exactly that teacher's targets; the card lists the teachers; --audio refuses several."""
+    here; one name gives exactly that teacher's targets; the card lists the teachers."""
     items = data.FeatureSet(cache).items
     lstm, gru = train.teacher_targets("lstm", items), train.teacher_targets("gru", items)
     both = train.ensemble_targets(["lstm", "gru"], items)
@@ -194,8 +194,9 @@ def test_several_teachers_teach_their_renormalized_mean(tmp_path, cache):
         by_hand = (a.float() + b.float()) / 2
         by_hand = by_hand - by_hand.exp().sum(-1, keepdim=True).log()
         assert e.dtype == torch.float16 and torch.allclose(e.float(), by_hand, atol=1e-2)
-        agree = a.argmax(-1) == b.argmax(-1)
-        assert torch.equal(e.argmax(-1)[agree], a.argmax(-1)[agree])  # where both teachers agree, so does the mean
+        agree = a.argmax(-1) == b.argmax(-1)  # where both teachers agree, so does the mean (up to float16 ties)
+        top = e.float()[agree].gather(-1, a.argmax(-1)[agree, None])[:, 0]
+        assert (top >= e.float()[agree].max(-1).values - 1e-2).all()
     assert not all(torch.equal(e, a) for e, a in zip(both, lstm))
     assert all(torch.equal(a, b) for a, b in zip(train.ensemble_targets(["lstm"], items), lstm))
     card, _ = _train(tmp_path, cache, "--teacher", "lstm", "gru", "--distill", "0.5", launcher=(sys.executable,))
