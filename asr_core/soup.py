@@ -2,10 +2,13 @@
 
     python -m asr_core.soup runs/gruA.safetensors runs/gruB.safetensors --into gru   # two runs, averaged
     python -m asr_core.soup runs/gruA.safetensors --into gru                         # one run, as it is
+    python -m asr_core.soup runs/gruA.safetensors --into gru --with-shipped          # halfway from the start to it
 
 Runs that start from the same weights and train side by side (one per core, different seeds) stay in one
 basin of the loss, and the uniform average of their final weights ("model soup", Wortsman et al. 2022)
-often hears better than either run: README's "A fourth CPU round" measured it for the LSTM. Averaging only
+often hears better than either run: README's "A fourth CPU round" measured it for the LSTM. `--with-shipped`
+counts the weights shipped now (the runs' start) as one more ingredient: with one run, the point halfway
+along the straight line from where it started to where it ended (Wortsman et al.'s WiSE-FT). Averaging only
 makes sense for runs of one architecture from one start, so mismatched shapes or architectures are refused;
 a run trained with another dropout rate computes the same function in eval mode and is adopted (its round
 records the rate).
@@ -71,9 +74,11 @@ def round_entry(cards: list[dict], number: int) -> dict:
             "runs": [_run_entry(c, shared) for c in cards]}
 
 
-def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR, note: str | None = None) -> dict:
+def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR, note: str | None = None,
+          with_shipped: bool = False) -> dict:
     """Average the runs at `paths` (each NAME.safetensors with its NAME.json beside it) into the shipped
-    model `into` (a `note` says what the runs' cards cannot); returns the new card."""
+    model `into` (a `note` says what the runs' cards cannot; `with_shipped`: the weights shipped now count
+    as one more ingredient); returns the new card."""
     cards = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
     target_card = directory / f"{into}.json"
     target = json.loads(target_card.read_text()) if target_card.exists() else {k: cards[0][k] for k in
@@ -81,11 +86,20 @@ def adopt(paths: list[Path], into: str, directory: Path = models.MODELS_DIR, not
     for p, c in zip(paths, cards):
         if computes(c["arch"]) != computes(target["arch"]):
             raise ValueError(f"{p.name}: architecture {c['arch']} is not {into}'s {target['arch']}")
-    state = average([load_file(p) for p in paths])
-    models.build(target).load_state_dict(state)   # refuses weights that do not fit the card's architecture
     rounds = target.get("fine_tuning", [])
+    before = max((r.get("round", 0) for r in rounds), default=0)
+    shipped = []
+    if with_shipped:
+        if not (directory / f"{into}.safetensors").exists():
+            raise ValueError(f"--with-shipped: no {into}.safetensors in {directory} to start from")
+        shipped = [load_file(directory / f"{into}.safetensors")]
+    state = average(shipped + [load_file(p) for p in paths])
+    models.build(target).load_state_dict(state)   # refuses weights that do not fit the card's architecture
     target["name"] = into
-    entry = round_entry(cards, 1 + max((r.get("round", 0) for r in rounds), default=0))
+    entry = round_entry(cards, before + 1)
+    if with_shipped:
+        entry["weights"] = (f"uniform average of the weights shipped before this round (card round {before}) and "
+                            f"the {len(cards)} run(s)' final weights (asr_core.soup --with-shipped)")
     for key in TRAINING_ONLY:  # e.g. runs trained with more dropout than the card's: the round says so
         used = [c["arch"].get(key) for c in cards]
         if any(u != target["arch"].get(key) for u in used):
@@ -104,9 +118,12 @@ def main() -> None:
     p.add_argument("--into", required=True, help="the shipped model to replace, e.g. gru")
     p.add_argument("--out-dir", type=Path, default=models.MODELS_DIR)
     p.add_argument("--note", help="what the round's card should also say (e.g. how its data differed)")
+    p.add_argument("--with-shipped", action="store_true",
+                   help="count the weights shipped now (the runs' start) as one more ingredient")
     args = p.parse_args()
-    card = adopt(args.runs, args.into, args.out_dir, args.note)
-    print(f"wrote {args.out_dir / args.into}.safetensors: the average of {len(args.runs)} run(s), "
+    card = adopt(args.runs, args.into, args.out_dir, args.note, args.with_shipped)
+    print(f"wrote {args.out_dir / args.into}.safetensors: the average of {len(args.runs)} run(s)"
+          f"{' and the weights shipped before' if args.with_shipped else ''}, "
           f"card round {card['fine_tuning'][-1]['round']}; now run "
           f"python -m asr_core.evaluate --model {args.into} --tune && "
           f"python -m asr_core.evaluate --model {args.into} --write-card")

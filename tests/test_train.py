@@ -378,6 +378,13 @@ def test_soup_averages_two_runs_into_a_shipped_model_and_its_card(tmp_path, cach
     last = json.loads((shipped / "rnn.json").read_text())["fine_tuning"][-1]
     assert last["command"] == runs["1"][1]["training"]["command"] and last["note"] == "one run"
     assert "note" not in new
+    # --with-shipped: the weights shipped now (run 1's) are one more ingredient beside run 2
+    soup.adopt([runs["2"][0]], "rnn", shipped, with_shipped=True)
+    assert all(torch.allclose(load_file(shipped / "rnn.safetensors")[k], (a[k] + b[k]) / 2, atol=1e-7) for k in a)
+    halfway = json.loads((shipped / "rnn.json").read_text())["fine_tuning"][-1]
+    assert halfway["round"] == last["round"] + 1 and f"card round {last['round']}" in halfway["weights"]
+    with pytest.raises(ValueError, match="no rnn.safetensors"):
+        soup.adopt([runs["2"][0]], "rnn", tmp_path / "empty", with_shipped=True)
 
 
 def test_soup_refuses_runs_that_do_not_fit_together(tmp_path):
