@@ -61,8 +61,13 @@ def test_gradients_endpoint(client, speech_wav):
     for pairs in result["models"].values():
         assert [d for d, _ in pairs] == list(range(len(pairs)))
         assert all(n >= 0 for _, n in pairs) and pairs[0][1] > 0
-        assert pairs[50][1] < pairs[0][1]
+    # the plain RNN's gradient vanishes (a gated model's need not: the GRU of 5 December keeps 1.05x of it here)
+    rnn = result["models"]["rnn"]
+    assert rnn[50][1] < rnn[0][1] / 100
+    # the reading names the model that keeps the least, as the returned numbers say
+    kept = {name: pairs[50][1] / pairs[0][1] for name, pairs in result["models"].items()}
     assert result["reading"].startswith("50 frames")
+    assert f"the {min(kept, key=kept.get).upper()} keeps the least" in result["reading"]
 
 
 def test_shuffle_endpoint(client, speech_wav):
