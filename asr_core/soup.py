@@ -6,7 +6,7 @@
 
 Runs that start from the same weights and train side by side (one per core, different seeds) stay in one
 basin of the loss, and the uniform average of their final weights ("model soup", Wortsman et al. 2022)
-often hears better than either run: README's "A fourth CPU round" measured it for the LSTM. `--with-shipped`
+often hears better than either run: docs/training-log.md's "A fourth CPU round" measured it for the LSTM. `--with-shipped`
 counts the weights shipped now (the runs' start) as one more ingredient: with one run, the point halfway
 along the straight line from where it started to where it ended (Wortsman et al.'s WiSE-FT). Averaging only
 makes sense for runs of one architecture from one start, so mismatched shapes or architectures are refused;

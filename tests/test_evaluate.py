@@ -1,6 +1,7 @@
 """The evaluation script: error rates by hand, a run on synthesized clips, the model card update."""
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -167,6 +168,29 @@ def test_readme_per_corpus_and_age_tables_match_the_cards():
         by_age = m["speechocean762"]["by_age"]
         assert ages[name] == [f"{by_age['greedy'][g]['cer']:.3f} / {by_age['beam'][g]['cer']:.3f}"
                               for g in by_age["greedy"]], name   # children, teenagers, adults
+
+
+def _github_slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_resolve_and_list_every_round_of_the_training_log():
+    """README links to files that exist and to headings that exist in docs/training-log.md, and lists every one of
+    the log's sections, so a round added to the log or a heading renamed cannot leave README behind."""
+    readme = (REPO / "README.md").read_text()
+    log = REPO / "docs" / "training-log.md"
+    sections = [line[3:] for line in log.read_text().splitlines() if line.startswith("## ")]
+    slugs = {_github_slug(t) for t in sections}
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    local = [(target, fragment) for target, fragment in links if not target.startswith("http")]
+    assert len(local) > len(sections)
+    for target, fragment in local:
+        assert (REPO / target).exists(), target
+        if fragment:
+            assert target == "docs/training-log.md" and fragment in slugs, fragment
+    listed = {fragment for target, fragment in local if fragment}
+    assert listed == slugs - {"the-path-so-far"}
 
 
 @pytest.mark.skipif(not (data.DATA / "speechocean762" / "train").exists(), reason="needs ../shared/data")

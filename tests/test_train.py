@@ -290,8 +290,8 @@ def test_a_deeper_lstm_starts_where_the_shallow_one_stood(example_wavs):
 
 
 def test_the_committed_teacher_is_a_deeper_lstm_that_hears_the_examples():
-    """assets/teachers/lstm3: the 3-layer LSTM the GRU learnt from in README's ninth round (trained on since, in the
-    fourth GPU session, stored as float16), kept in git (earlier teachers were lost with their machines) for
+    """assets/teachers/lstm3: the 3-layer LSTM the GRU learnt from in docs/training-log.md's ninth round (trained on
+    since, in the fourth GPU session, stored as float16), kept in git (earlier teachers were lost with their machines) for
     --teacher, and kept out of the app's models (too slow for it)."""
     path = models.MODELS_DIR.parent / "teachers" / "lstm3.safetensors"
     teacher = train.teacher_model(str(path))
@@ -403,7 +403,7 @@ def test_soup_refuses_runs_that_do_not_fit_together(tmp_path):
 
 def test_soup_adopts_a_run_trained_with_more_dropout_and_its_round_says_so(tmp_path):
     """Dropout changes how a model trains, not its weights' shapes or what it computes in eval mode: a GRU run
-    trained with dropout 0.3 (README's fourth GPU session) is adopted into the shipped GRU (card: 0.1), the
+    trained with dropout 0.3 (the training log's fourth GPU session) is adopted into the shipped GRU (card: 0.1), the
     card's architecture stays, and the new round records the rate; a different width is still refused."""
     shipped = tmp_path / "shipped"
     shipped.mkdir()
