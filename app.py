@@ -113,7 +113,7 @@ with gr.Blocks(title="RNN speech lab") as demo:
                                         label="Model", info="best measured model first")
                     analyse_btn = gr.Button("Analyse", variant="primary")
                     decoder = gr.Radio(list(beam.DECODERS), value="greedy", label="Decoder",
-                                       info="greedy: best path · beam: prefix beam search + character and word LMs")
+                                       info="greedy: best path · beam: prefix beam search + language models (weights tuned per model)")
                     ANALYSE_INPUTS = [audio_in, model, decoder]
                     examples_slot = gr.Column()  # filled below, once the outputs exist
                 with gr.Column(scale=3, min_width=420):
