@@ -211,9 +211,10 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
 
 def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed: int | None = None) -> dict:
     """Choose the beam's weights for `model_name` on the dev set (lowest CER + WER) and store them in
-    assets/lm/config.json. Three steps, each around the best so far: alpha x beta with the character
-    LM alone; then gamma x oov for the word LM; then alpha x beta again with the word LM (the words' cost
-    changes the best character-LM weight and bonus)."""
+    assets/lm/config.json. Three steps: alpha x beta with the character LM alone; then gamma x oov for the
+    word LM at the best of those; then alpha x beta again with the word LM's best gamma and oov (each word's
+    log-probability is a cost per word, so it moves the best insertion bonus beta), also when the word LM
+    did not yet beat the character LM alone in the second step. The best of everything tried is kept."""
     language_model, word_model = lm.load(), wordlm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
@@ -240,7 +241,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
     if word_model is not None:
         for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
             run(char_only[0], char_only[1], gamma, oov)
-        _, _, gamma, oov = best()
+        _, _, gamma, oov = min((k for k in tried if k[2]), key=lambda k: tried[k]["cer"] + tried[k]["wer"])
         for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
             run(alpha, beta, gamma, oov)
     alpha, beta, gamma, oov = best()

@@ -131,6 +131,34 @@ def test_tune_chooses_word_lm_weights_on_dev_and_stores_them_per_model(tmp_path,
     assert (chosen["alpha"], chosen["beta"], chosen["gamma"], chosen["oov"]) == (0.6, 1.0, tuned["gamma"], -3.0)
 
 
+def test_tune_searches_the_insertion_bonus_again_with_the_word_lm_even_when_it_lost_at_first(tmp_path, monkeypatch):
+    """The word LM's per-word cost shifts the best beta: where it loses at the character LM's best beta but wins at
+    another, the third step finds that (a made-up scorer stands in for the beam: words dropped per setting)."""
+    from asr_core import beam, lm, wordlm
+    ref = "the cat sat on the mat"
+    dropped = {(1.0, 0.0): 1, (0.0, 0.0): 2, (1.0, 0.3): 2, (0.0, 0.3): 0}     # (beta, gamma) -> words dropped
+
+    def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
+        assert (word_lm is not None) == (gamma > 0)
+        return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)]:])})()]
+
+    config = tmp_path / "config.json"
+    monkeypatch.setattr(lm, "CONFIG_FILE", config)
+    monkeypatch.setattr(lm, "load", lambda: object())
+    monkeypatch.setattr(wordlm, "load", lambda: object())
+    monkeypatch.setattr(lm, "dev_utterances", lambda: [None] * 3)
+    monkeypatch.setattr(lm, "dev_speakers", lambda: ["s1"])
+    monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
+    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.zeros(5, 29)] * len(feats))
+    monkeypatch.setattr(beam, "beam_search", fake_beam)
+    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [0.0, 1.0]), ("TUNE_GAMMAS", [0.3]),
+                         ("TUNE_OOVS", [-3.0])):
+        monkeypatch.setattr(evaluate, name, values)
+    tuned = evaluate.tune("lstm")["models"]["lstm"]
+    assert (tuned["beta"], tuned["gamma"], tuned["oov"]) == (0.0, 0.3, -3.0)
+    assert tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["beam_char_lm_only"]["beta"] == 1.0
+
+
 def test_readme_model_table_matches_the_cards():
     """README's model table quotes each shipped card's speechocean762 test numbers (greedy and beam)."""
     rows = {}
