@@ -241,7 +241,8 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
     if word_model is not None:
         for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
             run(char_only[0], char_only[1], gamma, oov)
-        _, _, gamma, oov = min((k for k in tried if k[2]), key=lambda k: tried[k]["cer"] + tried[k]["wer"])
+        with_words = [k for k in tried if k[2]] or [best()]  # none when TUNE_GAMMAS is empty
+        _, _, gamma, oov = min(with_words, key=lambda k: tried[k]["cer"] + tried[k]["wer"])
         for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
             run(alpha, beta, gamma, oov)
     alpha, beta, gamma, oov = best()
