@@ -234,7 +234,8 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
             print(f"alpha {alpha:<4} beta {beta:<4} gamma {gamma:<4} oov {key[3]!s:<5} "
                   f"CER {tried[key]['cer']:.4f} WER {tried[key]['wer']:.4f}", flush=True)
 
-    best = lambda: min(tried, key=lambda k: tried[k]["cer"] + tried[k]["wer"])  # both rates count
+    score = lambda k: tried[k]["cer"] + tried[k]["wer"]  # both rates count
+    best = lambda: min(tried, key=score)
     for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
         run(alpha, beta)
     char_only = best()
@@ -242,7 +243,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
         for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
             run(char_only[0], char_only[1], gamma, oov)
         with_words = [k for k in tried if k[2]] or [best()]  # none when TUNE_GAMMAS is empty
-        _, _, gamma, oov = min(with_words, key=lambda k: tried[k]["cer"] + tried[k]["wer"])
+        _, _, gamma, oov = min(with_words, key=score)
         for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
             run(alpha, beta, gamma, oov)
     alpha, beta, gamma, oov = best()
