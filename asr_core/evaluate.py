@@ -211,10 +211,11 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
 
 def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed: int | None = None) -> dict:
     """Choose the beam's weights for `model_name` on the dev set (lowest CER + WER) and store them in
-    assets/lm/config.json. Three steps: alpha x beta with the character LM alone; then gamma x oov for the
-    word LM at the best of those; then alpha x beta again with the word LM's best gamma and oov (each word's
-    log-probability is a cost per word, so it moves the best insertion bonus beta), also when the word LM
-    did not yet beat the character LM alone in the second step. The best of everything tried is kept."""
+    assets/lm/config.json. First alpha x beta with the character LM alone; then, with the word LM, coordinate
+    descent from there: gamma x oov at the best alpha and beta, alpha x beta again at the word LM's best gamma
+    and oov (each word's log-probability is a cost per word, so it moves the best insertion bonus beta; also
+    when the word LM did not yet beat the character LM alone), and again, until the best setting with the
+    word LM no longer moves. The best of everything tried is kept."""
     language_model, word_model = lm.load(), wordlm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
@@ -239,13 +240,19 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
     for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
         run(alpha, beta)
     char_only = best()
-    if word_model is not None:
-        for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
-            run(char_only[0], char_only[1], gamma, oov)
-        with_words = [k for k in tried if k[2]] or [best()]  # none when TUNE_GAMMAS is empty
-        _, _, gamma, oov = min(with_words, key=score)
-        for alpha, beta in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
-            run(alpha, beta, gamma, oov)
+    if word_model is not None and TUNE_GAMMAS and TUNE_OOVS:  # else no word-LM setting to try
+        with_words = lambda: min((k for k in tried if k[2]), key=score)
+        (alpha, beta), previous = char_only[:2], None
+        while True:  # coordinate descent: each pair of weights at the other's best, until the best stays put
+            for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
+                run(alpha, beta, gamma, oov)
+            _, _, gamma, oov = with_words()
+            for a, b in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
+                run(a, b, gamma, oov)
+            if with_words() == previous:
+                break
+            previous = with_words()
+            alpha, beta = previous[:2]
     alpha, beta, gamma, oov = best()
     oov = oov if oov is not None else lm.config().get("oov", -3.0)  # gamma 0: oov plays no part
     cfg = lm.config()

@@ -159,6 +159,35 @@ def test_tune_searches_the_insertion_bonus_again_with_the_word_lm_even_when_it_l
     assert tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["beam_char_lm_only"]["beta"] == 1.0
 
 
+def test_tune_goes_back_to_the_word_lm_weights_when_the_insertion_bonus_moved(tmp_path, monkeypatch):
+    """Coordinate descent: after alpha x beta moved with the word LM on, gamma x oov is searched again there, and
+    a better gamma found at the new beta is kept (a made-up scorer: words dropped per (beta, gamma); the search
+    that stopped after one pass of each ends at gamma 0.3 with one word dropped)."""
+    from asr_core import beam, lm, wordlm
+    ref = "the cat sat on the mat"
+    dropped = {(1.0, 0.0): 3, (0.0, 0.0): 4, (1.0, 0.3): 2, (1.0, 0.6): 3, (0.0, 0.3): 1, (0.0, 0.6): 0}
+    calls = []
+
+    def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
+        calls.append((beta, gamma))
+        return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)]:])})()]
+
+    monkeypatch.setattr(lm, "CONFIG_FILE", tmp_path / "config.json")
+    monkeypatch.setattr(lm, "load", lambda: object())
+    monkeypatch.setattr(wordlm, "load", lambda: object())
+    monkeypatch.setattr(lm, "dev_utterances", lambda: [None])
+    monkeypatch.setattr(lm, "dev_speakers", lambda: ["s1"])
+    monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
+    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.zeros(5, 29)] * len(feats))
+    monkeypatch.setattr(beam, "beam_search", fake_beam)
+    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [0.0, 1.0]), ("TUNE_GAMMAS", [0.3, 0.6]),
+                         ("TUNE_OOVS", [-3.0])):
+        monkeypatch.setattr(evaluate, name, values)
+    tuned = evaluate.tune("gru")["models"]["gru"]
+    assert (tuned["beta"], tuned["gamma"]) == (0.0, 0.6) and tuned["dev"]["beam"]["wer"] == 0.0
+    assert sorted(calls) == sorted(dropped)  # every setting decoded once, and the search stopped
+
+
 def test_readme_model_table_matches_the_cards():
     """README's model table quotes each shipped card's speechocean762 test numbers (greedy and beam)."""
     rows = {}
