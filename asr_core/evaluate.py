@@ -241,18 +241,17 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
         run(alpha, beta)
     char_only = best()
     if word_model is not None and TUNE_GAMMAS and TUNE_OOVS:  # else no word-LM setting to try
-        with_words = lambda: min((k for k in tried if k[2]), key=score)
-        (alpha, beta), previous = char_only[:2], None
+        with_words = lambda: min((k for k in tried if k[2]), key=score)  # ties keep the earlier: it only moves forward
+        alpha, beta = char_only[:2]
         while True:  # coordinate descent: each pair of weights at the other's best, until the best stays put
             for gamma, oov in itertools.product(TUNE_GAMMAS, TUNE_OOVS):
                 run(alpha, beta, gamma, oov)
             _, _, gamma, oov = with_words()
             for a, b in itertools.product(TUNE_ALPHAS, TUNE_BETAS):
                 run(a, b, gamma, oov)
-            if with_words() == previous:
+            if with_words()[:2] == (alpha, beta):  # best where gamma x oov was just searched: both steps agree
                 break
-            previous = with_words()
-            alpha, beta = previous[:2]
+            alpha, beta = with_words()[:2]
     alpha, beta, gamma, oov = best()
     oov = oov if oov is not None else lm.config().get("oov", -3.0)  # gamma 0: oov plays no part
     cfg = lm.config()

@@ -131,44 +131,15 @@ def test_tune_chooses_word_lm_weights_on_dev_and_stores_them_per_model(tmp_path,
     assert (chosen["alpha"], chosen["beta"], chosen["gamma"], chosen["oov"]) == (0.6, 1.0, tuned["gamma"], -3.0)
 
 
-def test_tune_searches_the_insertion_bonus_again_with_the_word_lm_even_when_it_lost_at_first(tmp_path, monkeypatch):
-    """The word LM's per-word cost shifts the best beta: where it loses at the character LM's best beta but wins at
-    another, the third step finds that (a made-up scorer stands in for the beam: words dropped per setting)."""
+def _tune_with_a_made_up_scorer(monkeypatch, tmp_path, dropped: dict, betas: list, gammas: list, model: str) -> tuple:
+    """evaluate.tune on one dev utterance, the beam replaced by a scorer that drops the first dropped[(beta, gamma)]
+    words of the reference; the grid is alpha 0.6, oov -3 and the given betas and gammas. Returns the model's tuning
+    and the (beta, gamma) of every decode."""
     from asr_core import beam, lm, wordlm
-    ref = "the cat sat on the mat"
-    dropped = {(1.0, 0.0): 1, (0.0, 0.0): 2, (1.0, 0.3): 2, (0.0, 0.3): 0}     # (beta, gamma) -> words dropped
+    ref, calls = "the cat sat on the mat", []
 
     def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
         assert (word_lm is not None) == (gamma > 0)
-        return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)]:])})()]
-
-    config = tmp_path / "config.json"
-    monkeypatch.setattr(lm, "CONFIG_FILE", config)
-    monkeypatch.setattr(lm, "load", lambda: object())
-    monkeypatch.setattr(wordlm, "load", lambda: object())
-    monkeypatch.setattr(lm, "dev_utterances", lambda: [None] * 3)
-    monkeypatch.setattr(lm, "dev_speakers", lambda: ["s1"])
-    monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
-    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.zeros(5, 29)] * len(feats))
-    monkeypatch.setattr(beam, "beam_search", fake_beam)
-    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [0.0, 1.0]), ("TUNE_GAMMAS", [0.3]),
-                         ("TUNE_OOVS", [-3.0])):
-        monkeypatch.setattr(evaluate, name, values)
-    tuned = evaluate.tune("lstm")["models"]["lstm"]
-    assert (tuned["beta"], tuned["gamma"], tuned["oov"]) == (0.0, 0.3, -3.0)
-    assert tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["beam_char_lm_only"]["beta"] == 1.0
-
-
-def test_tune_goes_back_to_the_word_lm_weights_when_the_insertion_bonus_moved(tmp_path, monkeypatch):
-    """Coordinate descent: after alpha x beta moved with the word LM on, gamma x oov is searched again there, and
-    a better gamma found at the new beta is kept (a made-up scorer: words dropped per (beta, gamma); the search
-    that stopped after one pass of each ends at gamma 0.3 with one word dropped)."""
-    from asr_core import beam, lm, wordlm
-    ref = "the cat sat on the mat"
-    dropped = {(1.0, 0.0): 3, (0.0, 0.0): 4, (1.0, 0.3): 2, (1.0, 0.6): 3, (0.0, 0.3): 1, (0.0, 0.6): 0}
-    calls = []
-
-    def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
         calls.append((beta, gamma))
         return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)]:])})()]
 
@@ -180,10 +151,26 @@ def test_tune_goes_back_to_the_word_lm_weights_when_the_insertion_bonus_moved(tm
     monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
     monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.zeros(5, 29)] * len(feats))
     monkeypatch.setattr(beam, "beam_search", fake_beam)
-    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [0.0, 1.0]), ("TUNE_GAMMAS", [0.3, 0.6]),
-                         ("TUNE_OOVS", [-3.0])):
+    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", betas), ("TUNE_GAMMAS", gammas), ("TUNE_OOVS", [-3.0])):
         monkeypatch.setattr(evaluate, name, values)
-    tuned = evaluate.tune("gru")["models"]["gru"]
+    return evaluate.tune(model)["models"][model], calls
+
+
+def test_tune_searches_the_insertion_bonus_again_with_the_word_lm_even_when_it_lost_at_first(tmp_path, monkeypatch):
+    """The word LM's per-word cost shifts the best beta: where it loses at the character LM's best beta but wins at
+    another, the search with the word LM finds that."""
+    dropped = {(1.0, 0.0): 1, (0.0, 0.0): 2, (1.0, 0.3): 2, (0.0, 0.3): 0}     # (beta, gamma) -> words dropped
+    tuned, _ = _tune_with_a_made_up_scorer(monkeypatch, tmp_path, dropped, [0.0, 1.0], [0.3], "lstm")
+    assert (tuned["beta"], tuned["gamma"], tuned["oov"]) == (0.0, 0.3, -3.0)
+    assert tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["beam_char_lm_only"]["beta"] == 1.0
+
+
+def test_tune_goes_back_to_the_word_lm_weights_when_the_insertion_bonus_moved(tmp_path, monkeypatch):
+    """Coordinate descent: after alpha x beta moved with the word LM on, gamma x oov is searched again there, and
+    a better gamma found at the new beta is kept (the search that stopped after one pass of each ends at gamma 0.3
+    with one word dropped)."""
+    dropped = {(1.0, 0.0): 3, (0.0, 0.0): 4, (1.0, 0.3): 2, (1.0, 0.6): 3, (0.0, 0.3): 1, (0.0, 0.6): 0}
+    tuned, calls = _tune_with_a_made_up_scorer(monkeypatch, tmp_path, dropped, [0.0, 1.0], [0.3, 0.6], "gru")
     assert (tuned["beta"], tuned["gamma"]) == (0.0, 0.6) and tuned["dev"]["beam"]["wer"] == 0.0
     assert sorted(calls) == sorted(dropped)  # every setting decoded once, and the search stopped
 
