@@ -125,10 +125,36 @@ def test_comparing_language_models_on_speechocean762_test(tmp_path):
                        cwd=lm.LM_DIR.parents[1])
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    first, second = result["lms"][str(plain)], result["lms"][str(lm.LM_DIR)]
+    first, second = result["first"], result["second"]
+    assert first["lm_dir"] == str(plain) and second["lm_dir"] == str(lm.LM_DIR) and first["weights"] == "gru"
     assert first["gamma"] == 0.0 and second["gamma"] == beam.settings("gru")["gamma"] > 0
     items = evaluate.samples("speechocean762", "test", 12)
     hyps = [beam.decode(lp, "beam", "gru") for lp in evaluate.log_probs("gru", [f for f, _ in items])]
     assert second["wer"] == evaluate.error_rates([r for _, r in items], hyps)["wer"]   # the shipped beam, as in the app
     d = result["second_minus_first"]["wer"]
     assert d["diff"] == pytest.approx(second["wer"] - first["wer"], abs=1e-3) and d["low"] <= d["diff"] <= d["high"]
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
+def test_comparing_old_weights_with_their_own_lm_settings(tmp_path):
+    """--first-model decodes the first side with other weights: a GRU whose output always says blank hears nothing."""
+    from safetensors.torch import load_file, save_file
+    from asr_core import lm, models
+    mute = load_file(str(models.MODELS_DIR / "gru.safetensors"))
+    mute["fc.weight"].zero_()
+    mute["fc.bias"].fill_(-10.0)
+    mute["fc.bias"][0] = 10.0   # index 0 is the CTC blank
+    save_file(mute, str(tmp_path / "gru.safetensors"))
+    shutil.copy(models.MODELS_DIR / "gru.json", tmp_path / "gru.json")
+    out = tmp_path / "old.json"
+    r = subprocess.run([sys.executable, "scripts/compare_lms.py", "gru", str(lm.LM_DIR), str(lm.LM_DIR), "--limit", "8",
+                        "--resamples", "50", "--first-model", str(tmp_path / "gru.safetensors"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=lm.LM_DIR.parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["first"]["cer"] == 1.0 and result["first"]["weights"] == str(tmp_path / "gru.safetensors")
+    assert result["second_minus_first"]["cer"]["diff"] < -0.3   # the shipped GRU against the mute one, same LMs
+    bad = subprocess.run([sys.executable, "scripts/compare_lms.py", "lstm", str(lm.LM_DIR), str(lm.LM_DIR),
+                          "--first-model", str(tmp_path / "gru.safetensors")],
+                         capture_output=True, text=True, timeout=120, cwd=lm.LM_DIR.parents[1])
+    assert bad.returncode != 0 and "must hold a lstm model" in bad.stderr
