@@ -6,7 +6,7 @@
         # the shipped model before (its weights and card, with the LM config tuned for it then) against now
 
 Each directory holds char_lm.json, word_lm.json and config.json (the weights tuned on the dev set for each
-model). The model's log-probabilities are computed once; the prefix beam search decodes every test
+model). The model's log-probabilities are computed once per set of weights; the prefix beam search decodes every test
 utterance with each directory's LMs and that model's tuned weights; the table gives CER / WER and the
 second minus the first with its 95 % interval from resampling the 100 test speakers (asr_core.compare).
 """
@@ -42,9 +42,11 @@ def main(argv=None) -> None:
         p.error(f"--first-model must hold a {stem} model, to be decoded with {stem}'s tuned LM weights")
     feats = [f for f, _ in items]
     draws = compare.speaker_draws(speakers, args.resamples)
-    counts, result = {}, {"model": args.model, "n_utts": len(items), "decoder": "beam"}
+    counts, result, lps_of = {}, {"model": args.model, "n_utts": len(items), "decoder": "beam"}, {}
     for side, d, weights in (("first", args.first, args.first_model or args.model), ("second", args.second, args.model)):
-        lps = evaluate.log_probs(stem, feats, directory=compare.resolve(weights)[1])
+        if weights not in lps_of:   # one forward pass per set of weights: both sides share it without --first-model
+            lps_of[weights] = evaluate.log_probs(stem, feats, directory=compare.resolve(weights)[1])
+        lps = lps_of[weights]
         opts = beam.settings(stem, lm_dir=d)
         hyps = [beam.beam_search(lp, **opts)[0].text for lp in lps]
         counts[side] = c = compare.edit_counts(refs, hyps)

@@ -158,3 +158,25 @@ def test_comparing_old_weights_with_their_own_lm_settings(tmp_path):
                           "--first-model", str(tmp_path / "gru.safetensors")],
                          capture_output=True, text=True, timeout=120, cwd=lm.LM_DIR.parents[1])
     assert bad.returncode != 0 and "must hold a lstm model" in bad.stderr
+
+
+@pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
+def test_comparing_lms_runs_the_model_once_per_set_of_weights(tmp_path, monkeypatch):
+    """Two LM directories with one model share its forward pass; --first-model adds exactly one more."""
+    import importlib.util
+    from asr_core import lm, models
+    spec = importlib.util.spec_from_file_location("compare_lms", lm.LM_DIR.parents[1] / "scripts" / "compare_lms.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls = []
+    real = evaluate.log_probs
+    monkeypatch.setattr(evaluate, "log_probs", lambda *a, **k: calls.append(k.get("directory")) or real(*a, **k))
+    for name in ("rnn.safetensors", "rnn.json"):
+        shutil.copy(models.MODELS_DIR / name, tmp_path / name)
+    common = ["rnn", str(lm.LM_DIR), str(lm.LM_DIR), "--limit", "4", "--resamples", "20"]
+    script.main(common + ["--json", str(tmp_path / "a.json")])
+    assert len(calls) == 1
+    script.main(common + ["--first-model", str(tmp_path / "rnn.safetensors"), "--json", str(tmp_path / "b.json")])
+    assert calls[1:] == [tmp_path, models.MODELS_DIR]   # the first side from the copy, the second shipped
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["first"]["cer"] == a["second"]["cer"] == b["first"]["cer"] == b["second"]["cer"]   # the same weights
