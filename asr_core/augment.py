@@ -1,15 +1,20 @@
 """Augmentation that makes browser and phone recordings look like training data.
 
 Waveform level (16 kHz float32 numpy in, same out): speed perturbation, gain, additive noise at an
-SNR, simulated room reverberation, phone-band limiting. Feature level: SpecAugment masks (torchaudio).
+SNR, simulated room reverberation, phone-band limiting. Feature level: vocal tract length perturbation
+(VTLP: MFCCs through a frequency-warped mel filterbank) and SpecAugment masks (torchaudio).
 """
 from __future__ import annotations
+
+import functools
+import copy
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 
+from . import features
 from .audio import SAMPLE_RATE
 
 
@@ -56,6 +61,42 @@ def random_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.7:
         y = add_noise(y, rng.uniform(5, 30), rng)
     return (y * rng.uniform(0.2, 1.0) / (np.abs(y).max() + 1e-8)).astype(np.float32)
+
+
+VTLP_BOUNDARY_HZ = 4800.0  # below it the warp is f -> alpha * f; above, a straight line keeps Nyquist fixed
+
+
+def warp_frequencies(freqs: np.ndarray, alpha: float, boundary: float = VTLP_BOUNDARY_HZ) -> np.ndarray:
+    """VTLP's piecewise-linear frequency warp (Jaitly & Hinton 2013, as Kaldi's VTLN): a formant at f moves
+    to alpha * f (alpha > 1: a shorter vocal tract, like a child's), and the top of the band stays put."""
+    nyquist = SAMPLE_RATE / 2
+    knee = boundary * min(alpha, 1.0) / alpha
+    freqs = np.asarray(freqs, dtype=np.float64)
+    upper = nyquist - (nyquist - boundary * min(alpha, 1.0)) / (nyquist - knee) * (nyquist - freqs)
+    return np.where(freqs <= knee, alpha * freqs, upper)
+
+
+@functools.lru_cache(maxsize=64)
+def _warped_mfcc(alpha: float) -> torch.nn.Module:
+    """features.mfcc_transform with its mel filterbank read at warped frequencies: FFT bin k, at f_k,
+    feeds the filters that f_k would feed after the warp."""
+    t = copy.deepcopy(features.mfcc_transform())
+    fb = t.MelSpectrogram.mel_scale.fb  # (n_freqs, n_mels)
+    freqs = np.linspace(0, SAMPLE_RATE / 2, fb.shape[0])
+    warped = warp_frequencies(freqs, alpha)
+    rows = [np.interp(warped, freqs, fb[:, m].numpy()) for m in range(fb.shape[1])]
+    fb.copy_(torch.from_numpy(np.stack(rows, axis=1)).to(fb.dtype))
+    return t
+
+
+@torch.no_grad()
+def vtlp_mfcc(x: np.ndarray, alpha: float) -> torch.Tensor:
+    """features.mfcc with the speaker's vocal tract made 1/alpha as long (alpha rounded to 0.01)."""
+    alpha = round(float(alpha), 2)
+    if alpha == 1.0:
+        return features.mfcc(x)
+    wave = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    return features.normalize(_warped_mfcc(alpha)(wave).transpose(0, 1)).contiguous()
 
 
 class SpecAugment(torch.nn.Module):

@@ -7,6 +7,7 @@ labelled as such wherever a number is reported.
     python -m asr_core.data --augment-copies 2    # builds ~/.cache/asr-lab/features/*.safetensors
     python -m asr_core.data --augment-copies 3 --seed 11 --only speechocean762/train   # fresh draws, *-x3s11
     python -m asr_core.data --seed 5 --only speechocean762/train --without-dev   # *-x2s5-nodev: no LM dev speakers
+    python -m asr_core.data --seed 14 --vtlp --only ljspeech/train   # *-x2s14-vtlp: copies also VTLP-warped
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from . import audio, features
-from .augment import random_augment
+from .augment import random_augment, vtlp_mfcc
 from .synth import CACHE, DATA
 from .vocab import encode, normalize_text
 
 FEATURES = CACHE / "features"
+VTLP_RANGE = (0.9, 1.1)  # Jaitly & Hinton's range of warp factors
 _DIGITS = "zero one two three four five six seven eight nine".split()
 
 
@@ -96,18 +98,25 @@ def load_16k(path: str) -> np.ndarray:
 
 
 def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0, limit: int | None = None,
-                without: frozenset[str] = frozenset()) -> Path:
+                without: frozenset[str] = frozenset(), vtlp: tuple[float, float] | None = None) -> Path:
     """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors (with s{seed} after it when the
-    augmentation seed is not 0, so fresh draws sit beside the old ones). Speakers in `without` are left out
-    and the name ends in -nodev (used for the LM's tuning speakers, asr_core.lm.dev_speakers)."""
+    augmentation seed is not 0, so fresh draws sit beside the old ones; -vtlp when the copies are also
+    VTLP-warped). Speakers in `without` are left out and the name ends in -nodev (used for the LM's tuning
+    speakers, asr_core.lm.dev_speakers)."""
     utts = [u for u in CORPORA[corpus](split) if u.speaker not in without][:limit]
-    out = FEATURES / f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}{'-nodev' if without else ''}.safetensors"
-    return write_cache(utts, out, augment_copies, seed, desc=f"{corpus}/{split}")
+    out = FEATURES / (f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}{'-vtlp' if vtlp else ''}"
+                      f"{'-nodev' if without else ''}.safetensors")
+    return write_cache(utts, out, augment_copies, seed, desc=f"{corpus}/{split}", vtlp=vtlp)
 
 
-def write_cache(utts: list[Utterance], out: Path, augment_copies: int = 0, seed: int = 0, desc: str = "") -> Path:
-    """MFCCs of every utterance (plus augmented copies) in one safetensors file: frames, offsets, labels."""
+def write_cache(utts: list[Utterance], out: Path, augment_copies: int = 0, seed: int = 0, desc: str = "",
+                vtlp: tuple[float, float] | None = None) -> Path:
+    """MFCCs of every utterance (plus augmented copies) in one safetensors file: frames, offsets, labels.
+    With `vtlp` = (low, high), each augmented copy's MFCCs also go through a warped mel filterbank, alpha
+    drawn uniformly from that range (augment.vtlp_mfcc) by a generator of its own, so that the waveforms are
+    the same draws as without it; the clean copy is never warped."""
     rng = np.random.default_rng(seed)
+    warp_rng = np.random.default_rng([seed, 1])
     feats, labels, flen, llen = [], [], [], []
     for u in tqdm(utts, desc=desc, mininterval=5):
         try:
@@ -118,7 +127,12 @@ def write_cache(utts: list[Utterance], out: Path, augment_copies: int = 0, seed:
         if not ids:
             continue
         for k in range(1 + augment_copies):
-            f = features.mfcc(x if k == 0 else random_augment(x, rng))
+            if k == 0:
+                f = features.mfcc(x)
+            elif vtlp:
+                f = vtlp_mfcc(random_augment(x, rng), warp_rng.uniform(*vtlp))
+            else:
+                f = features.mfcc(random_augment(x, rng))
             if f.shape[0] < 2 * len(ids) + 1:  # CTC needs room for the labels
                 continue
             feats.append(f.half())
@@ -162,6 +176,8 @@ def main(argv=None) -> None:
     p.add_argument("--only", nargs="*", help="corpus/split names, e.g. speechocean762/train")
     p.add_argument("--without-dev", action="store_true",
                    help="leave out the speechocean762 train speakers the LM weights are tuned on (*-nodev caches)")
+    p.add_argument("--vtlp", action="store_true",
+                   help=f"also warp each augmented copy's frequencies by alpha ~ U{VTLP_RANGE} (*-vtlp caches)")
     args = p.parse_args(argv)
     without = frozenset()
     if args.without_dev:
@@ -174,7 +190,8 @@ def main(argv=None) -> None:
         if args.only and f"{corpus}/{split}" not in args.only:
             continue
         print(build_cache(corpus, split, copies, seed=args.seed,
-                          without=without if (corpus, split) == ("speechocean762", "train") else frozenset()), flush=True)
+                          without=without if (corpus, split) == ("speechocean762", "train") else frozenset(),
+                          vtlp=VTLP_RANGE if args.vtlp and copies else None), flush=True)
 
 
 if __name__ == "__main__":

@@ -441,3 +441,17 @@ def test_soup_round_keeps_each_runs_teacher_where_the_runs_differ():
     same = soup.round_entry([card("A", kd, 1), card("B", kd, 2)], 11)
     assert same["teacher"] == kd and all("teacher" not in r for r in same["runs"])
     assert [r["options"]["seed"] for r in same["runs"]] == [1, 2]
+
+
+def test_vtlp_draws_warp_only_the_augmented_copies_and_are_named_apart(cache, tmp_path, monkeypatch):
+    utts = [Utterance(f"u{i}", str(cache.parent / f"u{i}.wav"), t, "espeak") for i, t in enumerate(TEXTS[:3])]
+    monkeypatch.setattr(data, "FEATURES", tmp_path)
+    monkeypatch.setitem(data.CORPORA, "speechocean762", lambda split: utts)
+    plain = data.build_cache("speechocean762", "train", 1, seed=14)
+    data.main(["--augment-copies", "1", "--seed", "14", "--vtlp", "--only", "speechocean762/train"])
+    warped = tmp_path / "speechocean762-train-x1s14-vtlp.safetensors"
+    assert set(tmp_path.iterdir()) == {plain, warped}
+    a, b = data.FeatureSet(plain).items, data.FeatureSet(warped).items
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(0, len(a), 2))  # clean copies untouched
+    # the augmented copies are the same waveform draws (same length), seen through a warped filterbank
+    assert all(a[i][0].shape == b[i][0].shape and not torch.equal(a[i][0], b[i][0]) for i in range(1, len(a), 2))
