@@ -6,8 +6,8 @@ SNR, simulated room reverberation, phone-band limiting. Feature level: vocal tra
 """
 from __future__ import annotations
 
-import functools
 import copy
+import functools
 
 import numpy as np
 import torch
