@@ -67,7 +67,7 @@ VTLP_BOUNDARY_HZ = 4800.0  # below it the warp is f -> alpha * f; above, a strai
 
 
 def warp_frequencies(freqs: np.ndarray, alpha: float, boundary: float = VTLP_BOUNDARY_HZ) -> np.ndarray:
-    """VTLP's piecewise-linear frequency warp (Jaitly & Hinton 2013, as Kaldi's VTLN): a formant at f moves
+    """VTLP's piecewise-linear frequency warp (Jaitly & Hinton 2013): a formant at f moves
     to alpha * f (alpha > 1: a shorter vocal tract, like a child's), and the top of the band stays put."""
     nyquist = SAMPLE_RATE / 2
     knee = boundary * min(alpha, 1.0) / alpha
