@@ -89,14 +89,10 @@ def _warped_mfcc(alpha: float) -> torch.nn.Module:
     return t
 
 
-@torch.no_grad()
 def vtlp_mfcc(x: np.ndarray, alpha: float) -> torch.Tensor:
     """features.mfcc with the speaker's vocal tract made 1/alpha as long (alpha rounded to 0.01)."""
     alpha = round(float(alpha), 2)
-    if alpha == 1.0:
-        return features.mfcc(x)
-    wave = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    return features.normalize(_warped_mfcc(alpha)(wave).transpose(0, 1)).contiguous()
+    return features.mfcc(x, None if alpha == 1.0 else _warped_mfcc(alpha))
 
 
 class SpecAugment(torch.nn.Module):

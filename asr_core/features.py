@@ -37,10 +37,11 @@ def normalize(feats: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def mfcc(samples) -> torch.Tensor:
-    """16 kHz mono samples -> (T, 40) normalized MFCC frames (float32)."""
+def mfcc(samples, transform: torchaudio.transforms.MFCC | None = None) -> torch.Tensor:
+    """16 kHz mono samples -> (T, 40) normalized MFCC frames (float32); `transform` replaces mfcc_transform()
+    (augment.vtlp_mfcc passes one with a warped filterbank)."""
     wave = torch.as_tensor(np.asarray(samples, dtype=np.float32))
-    feats = mfcc_transform()(wave).transpose(0, 1)  # (n_mfcc, T) -> (T, n_mfcc)
+    feats = (transform or mfcc_transform())(wave).transpose(0, 1)  # (n_mfcc, T) -> (T, n_mfcc)
     return normalize(feats).contiguous()
 
 

@@ -30,8 +30,7 @@ def test_the_warped_filterbank_at_alpha_one_is_the_apps_own():
     x = tone(440.0) + 0.01 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
     same = augment._warped_mfcc(1.0)
     torch.testing.assert_close(same.MelSpectrogram.mel_scale.fb, features.mfcc_transform().MelSpectrogram.mel_scale.fb)
-    wave = torch.from_numpy(x)
-    torch.testing.assert_close(features.normalize(same(wave).T), features.mfcc(x))
+    torch.testing.assert_close(features.mfcc(x, same), features.mfcc(x))
     assert torch.equal(augment.vtlp_mfcc(x, 1.004), features.mfcc(x))  # alpha rounds to 0.01
 
 
