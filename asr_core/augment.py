@@ -89,6 +89,14 @@ def _warped_mfcc(alpha: float) -> torch.nn.Module:
     return t
 
 
+def vtlp_filterbanks(alphas: torch.Tensor) -> torch.Tensor:
+    """The warped mel filterbanks (B, n_freqs, n_mels) for B warp factors (each rounded to 0.01), on
+    alphas' device: what asr_core.onthefly multiplies each clip's power spectrum by."""
+    banks = {a: (features.mfcc_transform() if a == 1.0 else _warped_mfcc(a)).MelSpectrogram.mel_scale.fb
+             for a in {round(float(a), 2) for a in alphas.tolist()}}
+    return torch.stack([banks[round(float(a), 2)] for a in alphas.tolist()]).to(alphas.device)
+
+
 def vtlp_mfcc(x: np.ndarray, alpha: float) -> torch.Tensor:
     """features.mfcc with the speaker's vocal tract made 1/alpha as long (alpha rounded to 0.01)."""
     alpha = round(float(alpha), 2)

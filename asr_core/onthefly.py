@@ -5,10 +5,12 @@ where MFCCs cost as much as a training step. On a GPU a step costs milliseconds,
 see the same few copies hundreds of times. Here the decoded audio of the training set sits in the
 device's memory, and every batch is made afresh:
 
-    int16 samples --speed--> --reverb--> --phone band--> --noise--> --gain--> MFCC (as features.mfcc)
-                  --per-utterance normalization--> SpecAugment masks (torchaudio, a new mask per clip)
+    int16 samples --speed--> --reverb--> --phone band--> --noise--> --gain--> MFCC (as features.mfcc;
+                  with vtlp, through a filterbank warped per clip) --per-utterance normalization-->
+                  SpecAugment masks (torchaudio, a new mask per clip)
 
-the same chain as augment.random_augment, batched over padded clips of similar length.
+the same chain as augment.random_augment (and, with vtlp, augment.vtlp_mfcc), batched over padded clips
+of similar length.
 
 An *audio pack* carries the training audio to a machine that has no ../shared/data (the lent GPU
 machine receives only the repository, 64 MiB in all): Opus files at a low bitrate and a manifest.
@@ -36,7 +38,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as T
 from safetensors.torch import load_file, save_file
 
-from . import features
+from . import augment, features
 from .audio import SAMPLE_RATE
 from .vocab import encode
 
@@ -142,8 +144,10 @@ class Batcher:
     """Turns a list of clip indices into a training batch (x (B, T, 40), frame lengths, labels, label lengths)."""
 
     def __init__(self, audio: AudioSet, augment: bool = True, specaugment: bool = True, seed: int = 0,
-                 p_clean: float = 0.2):
-        self.audio, self.augment, self.p_clean = audio, augment, p_clean
+                 p_clean: float = 0.2, vtlp: tuple[float, float] | None = None):
+        """vtlp = (low, high): each clip's MFCCs also go through a mel filterbank warped by alpha ~ U(low, high)
+        (augment.vtlp_filterbanks), except a share p_clean of clips, drawn apart from the waveform's clean ones."""
+        self.audio, self.augment, self.p_clean, self.vtlp = audio, augment, p_clean, vtlp
         self.mfcc = copy.deepcopy(features.mfcc_transform()).to(audio.device)
         self.freq = T.FrequencyMasking(8, iid_masks=True)
         self.time = T.TimeMasking(30, iid_masks=True, p=0.2)
@@ -155,9 +159,14 @@ class Batcher:
         waves = [self.audio.waves[i].float() / 32768 for i in idx]
         lengths = torch.tensor([len(w) for w in waves], device=self.audio.device)
         w = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+        fb = None
         if self.augment:
             w, lengths = augment_batch(w, lengths, self.g, self.p_clean)
-        x, xl = mfcc_batch(self.mfcc, w, lengths)
+            if self.vtlp:
+                lo, hi = self.vtlp
+                u = torch.rand(2, len(idx), generator=self.g, device=self.audio.device)
+                fb = augment.vtlp_filterbanks(torch.where(u[0] < self.p_clean, 1.0, lo + (hi - lo) * u[1]))
+        x, xl = mfcc_batch(self.mfcc, w, lengths, fb)
         if masked:
             x = self.mask(x)
         y = torch.cat([self.audio.labels[i] for i in idx])
@@ -237,8 +246,9 @@ def augment_batch(w: torch.Tensor, lengths: torch.Tensor, g: torch.Generator, p_
     return w, new_len
 
 
-def mfcc_batch(transform, w: torch.Tensor, lengths: torch.Tensor):
+def mfcc_batch(transform, w: torch.Tensor, lengths: torch.Tensor, fb: torch.Tensor | None = None):
     """features.mfcc for a padded batch: (B, T, 40) normalized over each clip's own frames; padding is 0.
+    fb (B, n_freqs, n_mels): a mel filterbank per clip in place of the transform's own (VTLP).
 
     Two details make each clip's frames equal features.mfcc's: past its end a clip is mirrored (as the
     centred STFT mirrors a lone clip) instead of running into zeros, and the batch goes in as (B, 1, L)
@@ -249,7 +259,13 @@ def mfcc_batch(transform, w: torch.Tensor, lengths: torch.Tensor):
     w = torch.nn.functional.pad(w, (0, half))
     w = w.scatter(1, lengths[:, None] + k, w.gather(1, (lengths[:, None] - 2 - k).clamp(min=0)))
     with torch.no_grad():
-        feats = transform(w[:, None])[:, 0].transpose(1, 2)[:, :int(n.max())]  # (B, T, 40)
+        if fb is None:
+            feats = transform(w[:, None])
+        else:  # torchaudio's MFCC.forward, with the filterbank's product taken per clip
+            power = transform.MelSpectrogram.spectrogram(w[:, None])  # (B, 1, n_freqs, T)
+            mel = torch.matmul(power.transpose(-1, -2), fb[:, None]).transpose(-1, -2)
+            feats = torch.matmul(transform.amplitude_to_DB(mel).transpose(-1, -2), transform.dct_mat).transpose(-1, -2)
+        feats = feats[:, 0].transpose(1, 2)[:, :int(n.max())]  # (B, T, 40)
     valid = _valid(n, feats.shape[1])[..., None]
     count = n[:, None, None].float()
     mean = (feats * valid).sum(1, keepdim=True) / count

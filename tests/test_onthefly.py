@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asr_core import audio, examples, features, models, onthefly, train
+from asr_core import audio, augment, examples, features, models, onthefly, train
 from asr_core.vocab import decode
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (libopus)")
@@ -49,6 +49,39 @@ def test_batched_mfcc_equals_features_mfcc_for_each_clip(pack):
         assert int(n[i]) == ref.shape[0] == s.frames[i]
         assert torch.allclose(x[i, :n[i]], ref, atol=1e-3), (i, (x[i, :n[i]] - ref).abs().max())
         assert not x[i, n[i]:].any()  # padding stays zero
+
+
+def test_batched_mfcc_with_a_warped_filterbank_per_clip_equals_vtlp_mfcc_for_each_clip(pack):
+    s = onthefly.AudioSet(pack, torch.device("cpu"))
+    waves = [w.float() / 32768 for w in s.waves]
+    lengths = torch.tensor([len(w) for w in waves])
+    alphas = torch.tensor([0.9, 1.0, 0.94, 1.07, 1.1, 1.03])[:len(waves)]  # one per clip; the second one unwarped
+    fb = augment.vtlp_filterbanks(alphas)
+    assert fb.shape == (len(waves), *features.mfcc_transform().MelSpectrogram.mel_scale.fb.shape)
+    x, n = onthefly.mfcc_batch(features.mfcc_transform(), torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths, fb)
+    plain, _ = onthefly.mfcc_batch(features.mfcc_transform(), torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths)
+    for i, (w, a) in enumerate(zip(waves, alphas.tolist())):
+        ref = augment.vtlp_mfcc(w.numpy(), a)
+        assert torch.allclose(x[i, :n[i]], ref, atol=1e-3), (i, a, (x[i, :n[i]] - ref).abs().max())
+        moved = float((x[i, :n[i]] - plain[i, :n[i]]).abs().max())
+        assert moved > 0.1 if a != 1.0 else moved < 1e-5  # each warp really moved its clip's features, and only its
+        assert not x[i, n[i]:].any()
+
+
+def test_a_vtlp_batcher_warps_the_same_fresh_copies_it_would_make_without_it(pack):
+    """With vtlp the waveform chain draws the same copies (the warp factors are drawn after it); the features
+    are those copies read through the warped filterbank."""
+    s = onthefly.AudioSet(pack, torch.device("cpu"))
+    idx = list(range(len(s)))
+    x, xl, _, _ = onthefly.Batcher(s, seed=3, p_clean=0.0, vtlp=(1.1, 1.1))(idx, masked=False)
+    waves = torch.nn.utils.rnn.pad_sequence([w.float() / 32768 for w in s.waves], batch_first=True)
+    w, n = onthefly.augment_batch(waves, torch.tensor([len(w) for w in s.waves]), torch.Generator().manual_seed(3), 0.0)
+    want, wl = onthefly.mfcc_batch(features.mfcc_transform(), w, n, augment.vtlp_filterbanks(torch.full((len(idx),), 1.1)))
+    assert torch.equal(xl, wl) and torch.allclose(x, want, atol=1e-4)
+    plain, _, _, _ = onthefly.Batcher(s, seed=3, p_clean=0.0)(idx, masked=False)
+    assert (x - plain).abs().amax(dim=(1, 2)).min() > 0.1  # and every clip was warped
+    clean, _, _, _ = onthefly.Batcher(s, seed=3, p_clean=1.0, vtlp=(1.1, 1.1))(idx, masked=False)
+    assert torch.allclose(clean, onthefly.Batcher(s, seed=3, p_clean=1.0)(idx, masked=False)[0])  # clean: unwarped
 
 
 def test_augmented_batches_change_speed_level_and_sound_but_stay_sane(pack):
@@ -92,12 +125,14 @@ def test_batcher_makes_padded_features_and_labels_that_ctc_accepts(pack):
 def test_training_from_a_pack_starts_from_given_weights_and_writes_its_card(pack, tmp_path):
     cmd = [sys.executable, "-m", "asr_core.train", "--model", "rnn", "--audio", str(pack), "--init-from", "rnn",
            "--max-steps", "2", "--epochs", "50", "--batch-frames", "4000", "--lr", "1e-9", "--warmup", "1",
-           "--eval-limit", "5", "--out-dir", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "ck"), "--threads", "1"]
+           "--eval-limit", "5", "--out-dir", str(tmp_path / "out"), "--ckpt-dir", str(tmp_path / "ck"), "--threads", "1",
+           "--vtlp"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     card = json.loads((tmp_path / "out" / "rnn.json").read_text())
     t = card["training"]
     assert t["init_from"] == "rnn" and t["steps"] == 2
+    assert t["data"]["vtlp"] == "alpha ~ U(0.9, 1.1) per fresh copy"
     assert t["data"]["corpora"]["examples/train"]["clips"] == len(CLIPS) - 1
     assert "cer_examples-test-pack" in card["curve"][-1]  # the pack's held-out clip draws the curve
     trained, shipped = load_file(tmp_path / "out" / "rnn.safetensors"), models.load("rnn").state_dict()

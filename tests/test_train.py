@@ -204,6 +204,13 @@ def test_several_teachers_teach_their_renormalized_mean(tmp_path, cache):
     assert card["training"]["steps"] > 0
 
 
+def test_vtlp_while_training_needs_fresh_copies_from_an_audio_pack(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--model", "rnn", "--vtlp"])
+    err = capsys.readouterr().err
+    assert "--vtlp warps the fresh copies of --audio" in err and "asr_core.data --vtlp" in err
+
+
 def test_several_teachers_need_cached_features(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--model", "rnn", "--teacher", "lstm", "gru", "--audio", str(tmp_path / "pack.safetensors")])
