@@ -267,7 +267,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--audio", type=Path, help="decoded audio pack (asr_core.onthefly): train on fresh augmentations "
                    "of it made on the device for every batch, and draw the learning curve on its held-out clips")
     p.add_argument("--vtlp", action="store_true", help="with --audio: also warp each fresh copy's frequencies by "
-                   "alpha ~ U(0.9, 1.1) (VTLP; the cached MFCCs have their own *-vtlp draws, asr_core.data --vtlp)")
+                   f"alpha ~ U{data.VTLP_RANGE} (VTLP; the cached MFCCs have their own *-vtlp draws, asr_core.data --vtlp)")
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
     p.add_argument("--layers", type=int, help="recurrent layers (default: the model's); an LSTM given --init-from "
                                               "weights with fewer layers grows new near-identity top layers")
