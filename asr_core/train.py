@@ -1,7 +1,7 @@
 """Train an acoustic model with CTC.
 
     python -m asr_core.train --model lstm --epochs 8
-    torchrun --nproc-per-node 2 -m asr_core.train --model gru ...   # data-parallel (gloo on CPU, nccl on GPU)
+    torchrun --standalone --nproc-per-node 2 -m asr_core.train --model gru ...   # data-parallel (gloo on CPU, nccl on GPU)
     python -m asr_core.train --model lstm --audio /tmp/audio.safetensors --init-from lstm   # GPU: fresh augmentation
     python -m asr_core.train --model rnn --init-from rnn --teacher gru --distill 1.0   # learn from a teacher too
     python -m asr_core.train --model lstm --layers 3 --init-from lstm   # grow the LSTM a layer (models.deepened)

@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -265,11 +264,9 @@ def test_bf16_training_takes_the_same_steps_in_bfloat16(tmp_path, cache):
 
 
 def test_data_parallel_two_cpu_processes(tmp_path, cache):
-    with socket.socket() as s:  # torchrun needs a concrete free port (0 hangs its rendezvous)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                "--master-port", str(port)]
+    # --standalone: torchrun's own rendezvous on a port it picks itself (a port picked here, then freed, can be
+    # taken by someone else before torchrun binds it)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     card, weights = _train(tmp_path, cache, launcher=torchrun)
     assert "world 2" in card["training"]["hardware"]
     assert card["training"]["steps"] > 0
