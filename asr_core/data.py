@@ -8,6 +8,7 @@ labelled as such wherever a number is reported.
     python -m asr_core.data --augment-copies 3 --seed 11 --only speechocean762/train   # fresh draws, *-x3s11
     python -m asr_core.data --seed 5 --only speechocean762/train --without-dev   # *-x2s5-nodev: no LM dev speakers
     python -m asr_core.data --seed 14 --vtlp --only ljspeech/train   # *-x2s14-vtlp: copies also VTLP-warped
+    python -m asr_core.data --seed 16 --vtlp 0.85 1.15 --only ljspeech/train   # *-x2s16-vtlp0.85-1.15: a wider warp
 """
 from __future__ import annotations
 
@@ -101,12 +102,35 @@ def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0,
                 without: frozenset[str] = frozenset(), vtlp: tuple[float, float] | None = None) -> Path:
     """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors (with s{seed} after it when the
     augmentation seed is not 0, so fresh draws sit beside the old ones; -vtlp when the copies are also
-    VTLP-warped). Speakers in `without` are left out and the name ends in -nodev (used for the LM's tuning
+    VTLP-warped, -vtlp{low}-{high} for a range other than VTLP_RANGE). Speakers in `without` are left out and the name ends in -nodev (used for the LM's tuning
     speakers, asr_core.lm.dev_speakers)."""
     utts = [u for u in CORPORA[corpus](split) if u.speaker not in without][:limit]
-    out = FEATURES / (f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}{'-vtlp' if vtlp else ''}"
+    out = FEATURES / (f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}{vtlp_suffix(vtlp)}"
                       f"{'-nodev' if without else ''}.safetensors")
     return write_cache(utts, out, augment_copies, seed, desc=f"{corpus}/{split}", vtlp=vtlp)
+
+
+def add_vtlp_argument(p: argparse.ArgumentParser, what: str, after: str) -> None:
+    """--vtlp [LOW HIGH], shared by asr_core.data (cached draws) and asr_core.train (fresh copies on the device)."""
+    p.add_argument("--vtlp", nargs="*", type=float, metavar="LOW HIGH",
+                   help=f"{what} by alpha ~ U(LOW, HIGH) (VTLP), by default U{VTLP_RANGE}; {after}")
+
+
+def vtlp_range(p: argparse.ArgumentParser, values: list[float] | None) -> tuple[float, float] | None:
+    """The warp factors' range from --vtlp's values (None: no --vtlp; none given: VTLP_RANGE)."""
+    if values is None:
+        return None
+    if len(values) not in (0, 2):
+        p.error("--vtlp takes no numbers (the default range) or two, LOW HIGH")
+    if values and not 0.5 < values[0] <= values[1] < 2:
+        p.error(f"--vtlp {values[0]:g} {values[1]:g}: want 0.5 < LOW <= HIGH < 2")
+    return tuple(values) or VTLP_RANGE
+
+
+def vtlp_suffix(vtlp: tuple[float, float] | None) -> str:
+    if not vtlp:
+        return ""
+    return "-vtlp" if tuple(vtlp) == VTLP_RANGE else f"-vtlp{vtlp[0]:g}-{vtlp[1]:g}"
 
 
 def write_cache(utts: list[Utterance], out: Path, augment_copies: int = 0, seed: int = 0, desc: str = "",
@@ -176,9 +200,10 @@ def main(argv=None) -> None:
     p.add_argument("--only", nargs="*", help="corpus/split names, e.g. speechocean762/train")
     p.add_argument("--without-dev", action="store_true",
                    help="leave out the speechocean762 train speakers the LM weights are tuned on (*-nodev caches)")
-    p.add_argument("--vtlp", action="store_true",
-                   help=f"also warp each augmented copy's frequencies by alpha ~ U{VTLP_RANGE} (*-vtlp caches)")
+    add_vtlp_argument(p, "also warp each augmented copy's frequencies",
+                      "*-vtlp caches, or *-vtlpLOW-HIGH for another range")
     args = p.parse_args(argv)
+    vtlp = vtlp_range(p, args.vtlp)
     without = frozenset()
     if args.without_dev:
         from .lm import dev_speakers  # lm reads this module's corpora
@@ -191,7 +216,7 @@ def main(argv=None) -> None:
             continue
         print(build_cache(corpus, split, copies, seed=args.seed,
                           without=without if (corpus, split) == ("speechocean762", "train") else frozenset(),
-                          vtlp=VTLP_RANGE if args.vtlp and copies else None), flush=True)
+                          vtlp=vtlp if copies else None), flush=True)
 
 
 if __name__ == "__main__":

@@ -266,8 +266,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--audio", type=Path, help="decoded audio pack (asr_core.onthefly): train on fresh augmentations "
                    "of it made on the device for every batch, and draw the learning curve on its held-out clips")
-    p.add_argument("--vtlp", action="store_true", help="with --audio: also warp each fresh copy's frequencies by "
-                   f"alpha ~ U{data.VTLP_RANGE} (VTLP; the cached MFCCs have their own *-vtlp draws, asr_core.data --vtlp)")
+    data.add_vtlp_argument(p, "with --audio: also warp each fresh copy's frequencies",
+                           "the cached MFCCs have their own *-vtlp draws (asr_core.data --vtlp)")
     p.add_argument("--init-from", help="start from these weights (a shipped model's name or a .safetensors path)")
     p.add_argument("--layers", type=int, help="recurrent layers (default: the model's); an LSTM given --init-from "
                                               "weights with fewer layers grows new near-identity top layers")
@@ -284,6 +284,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--layers: the textbook RNN keeps its one layer (SimpleASR_RNN)")
     if (args.distill_focus or args.teacher_delay) and not args.teacher:
         p.error("--distill-focus and --teacher-delay shape a teacher's targets: give --teacher too")
+    args.vtlp = data.vtlp_range(p, args.vtlp)
     if args.vtlp and not args.audio:
         p.error("--vtlp warps the fresh copies of --audio; for cached MFCCs make *-vtlp draws (asr_core.data --vtlp)")
     if args.teacher and len(args.teacher) > 1 and args.audio:
@@ -316,7 +317,7 @@ def main(argv=None) -> None:
     if args.audio:
         train = onthefly.AudioSet(args.audio, device, "train")
         batcher = onthefly.Batcher(train, specaugment=not args.no_specaugment, seed=args.seed * 100 + rank,
-                                   vtlp=data.VTLP_RANGE if args.vtlp else None)
+                                   vtlp=args.vtlp)
         held = onthefly.AudioSet(args.audio, torch.device("cpu"), "eval")
         held_name = "+".join(k.split("/")[0] for k in onthefly.corpus_hours(args.audio) if k.endswith("/eval"))
         evals = {f"{held_name}-test-pack": data.FeatureSet()} if len(held) else {}
@@ -442,7 +443,7 @@ def main(argv=None) -> None:
             "training": {
                 "data": ({"audio pack": f"{args.audio.name}: decoded Opus clips, augmented afresh per batch on the "
                                         "device (asr_core.onthefly)", "corpora": onthefly.corpus_hours(args.audio),
-                          **({"vtlp": f"alpha ~ U{data.VTLP_RANGE} per fresh copy"} if args.vtlp else {})}
+                          **({"vtlp": f"alpha ~ U{args.vtlp} per fresh copy"} if args.vtlp else {})}
                          if args.audio else {n: "cached MFCCs, see asr_core.data" for n in args.train}),
                 "init_from": args.init_from,
                 "teacher": ({"model": args.teacher[0] if len(args.teacher) == 1 else args.teacher,

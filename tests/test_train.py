@@ -1,4 +1,5 @@
 """Training really runs: a few real CTC steps on real (synthesized) speech, alone and data-parallel."""
+import argparse
 import json
 import os
 import shutil
@@ -459,3 +460,31 @@ def test_vtlp_draws_warp_only_the_augmented_copies_and_are_named_apart(cache, tm
     assert all(torch.equal(a[i][0], b[i][0]) for i in range(0, len(a), 2))  # clean copies untouched
     # the augmented copies are the same waveform draws (same length), seen through a warped filterbank
     assert all(a[i][0].shape == b[i][0].shape and not torch.equal(a[i][0], b[i][0]) for i in range(1, len(a), 2))
+    # a wider range is a cache of its own: the same waveform draws, warped by other factors
+    data.main(["--augment-copies", "1", "--seed", "14", "--vtlp", "0.85", "1.15", "--only", "speechocean762/train"])
+    wide = tmp_path / "speechocean762-train-x1s14-vtlp0.85-1.15.safetensors"
+    assert set(tmp_path.iterdir()) == {plain, warped, wide}
+    c = data.FeatureSet(wide).items
+    assert all(torch.equal(a[i][0], c[i][0]) for i in range(0, len(a), 2))
+    assert all(a[i][0].shape == c[i][0].shape and not torch.equal(b[i][0], c[i][0]) for i in range(1, len(a), 2))
+
+
+@pytest.mark.parametrize("argv, want", [([], None), (["--vtlp"], (0.9, 1.1)), (["--vtlp", "0.85", "1.15"], (0.85, 1.15)),
+                                        (["--vtlp", "1.1"], "no numbers (the default range) or two"),
+                                        (["--vtlp", "1.2", "0.8"], "want 0.5 < LOW <= HIGH < 2")])
+def test_the_vtlp_range_is_the_default_two_bounds_or_refused(argv, want, capsys):
+    """--vtlp [LOW HIGH] means the same in asr_core.data (cached draws) and asr_core.train (fresh copies)."""
+    for parse in (lambda a: data.vtlp_range(_vtlp_parser(), _vtlp_parser().parse_args(a).vtlp),
+                  lambda a: train.parse_args(["--model", "rnn", "--audio", "pack.ogg", *a]).vtlp):
+        if isinstance(want, str):
+            with pytest.raises(SystemExit):
+                parse(argv)
+            assert want in capsys.readouterr().err
+        else:
+            assert parse(argv) == want
+
+
+def _vtlp_parser():
+    p = argparse.ArgumentParser()
+    data.add_vtlp_argument(p, "warp", "")
+    return p
