@@ -102,8 +102,8 @@ def build_cache(corpus: str, split: str, augment_copies: int = 0, seed: int = 0,
                 without: frozenset[str] = frozenset(), vtlp: tuple[float, float] | None = None) -> Path:
     """Cache one corpus split as FEATURES/{corpus}-{split}-x{copies}.safetensors (with s{seed} after it when the
     augmentation seed is not 0, so fresh draws sit beside the old ones; -vtlp when the copies are also
-    VTLP-warped, -vtlp{low}-{high} for a range other than VTLP_RANGE). Speakers in `without` are left out and the name ends in -nodev (used for the LM's tuning
-    speakers, asr_core.lm.dev_speakers)."""
+    VTLP-warped, -vtlp{low}-{high} for a range other than VTLP_RANGE). Speakers in `without` are left out and
+    the name ends in -nodev (used for the LM's tuning speakers, asr_core.lm.dev_speakers)."""
     utts = [u for u in CORPORA[corpus](split) if u.speaker not in without][:limit]
     out = FEATURES / (f"{corpus}-{split}-x{augment_copies}{f's{seed}' if seed else ''}{vtlp_suffix(vtlp)}"
                       f"{'-nodev' if without else ''}.safetensors")
