@@ -474,7 +474,9 @@ def test_vtlp_draws_warp_only_the_augmented_copies_and_are_named_apart(cache, tm
                                         (["--vtlp", "1.2", "0.8"], "want 0.5 < LOW <= HIGH < 2")])
 def test_the_vtlp_range_is_the_default_two_bounds_or_refused(argv, want, capsys):
     """--vtlp [LOW HIGH] means the same in asr_core.data (cached draws) and asr_core.train (fresh copies)."""
-    for parse in (lambda a: data.vtlp_range(_vtlp_parser(), _vtlp_parser().parse_args(a).vtlp),
+    p = argparse.ArgumentParser()
+    data.add_vtlp_argument(p, "warp", "")
+    for parse in (lambda a: data.vtlp_range(p, p.parse_args(a).vtlp),
                   lambda a: train.parse_args(["--model", "rnn", "--audio", "pack.ogg", *a]).vtlp):
         if isinstance(want, str):
             with pytest.raises(SystemExit):
@@ -482,9 +484,3 @@ def test_the_vtlp_range_is_the_default_two_bounds_or_refused(argv, want, capsys)
             assert want in capsys.readouterr().err
         else:
             assert parse(argv) == want
-
-
-def _vtlp_parser():
-    p = argparse.ArgumentParser()
-    data.add_vtlp_argument(p, "warp", "")
-    return p
