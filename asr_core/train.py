@@ -472,7 +472,8 @@ def main(argv=None) -> None:
         }
         models.save(model, card, name, args.out_dir)
         print(f"wrote {args.out_dir / name}.safetensors and .json")
-    if distributed:
+    if distributed:  # leave together: a rank that tore gloo down while rank 0 still wrote the card aborted at exit
+        dist.barrier()
         dist.destroy_process_group()
 
 
