@@ -59,13 +59,22 @@ def speaker_draws(speakers: list[str], resamples: int, seed: int = 0) -> list[np
             for _ in range(resamples)]
 
 
-def paired_difference(base_edits, cand_edits, lengths, draws: list[np.ndarray]) -> dict:
-    """Candidate minus baseline error rate (all edits / all reference units), with its 95 % bootstrap interval."""
+def resampled_differences(base_edits, cand_edits, lengths, draws: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    """Candidate minus baseline error rate (all edits / all reference units): on all utterances, and in each draw."""
     base_edits, cand_edits, lengths = map(np.asarray, (base_edits, cand_edits, lengths))
     diff = (cand_edits.sum() - base_edits.sum()) / lengths.sum()
-    boot = [(cand_edits[d].sum() - base_edits[d].sum()) / lengths[d].sum() for d in draws]
+    return float(diff), np.array([(cand_edits[d].sum() - base_edits[d].sum()) / lengths[d].sum() for d in draws])
+
+
+def interval(diff: float, boot: np.ndarray) -> dict:
+    """A difference and its 95 % bootstrap interval, rounded for tables."""
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"diff": round(float(diff), 4), "low": round(float(lo), 4), "high": round(float(hi), 4)}
+
+
+def paired_difference(base_edits, cand_edits, lengths, draws: list[np.ndarray]) -> dict:
+    """Candidate minus baseline error rate (all edits / all reference units), with its 95 % bootstrap interval."""
+    return interval(*resampled_differences(base_edits, cand_edits, lengths, draws))
 
 
 def greedy_hypotheses(name: str, feats: list[torch.Tensor]) -> list[str]:

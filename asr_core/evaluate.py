@@ -11,7 +11,8 @@ Only held-out data is scored (see HELD_OUT for who was heard in training). The M
 The beam search's alpha (character LM weight), beta (bonus per character), gamma (word LM weight) and
 oov (log-probability of an unknown word's spelling) are tuned with --tune on a DEV set, speechocean762
 *train* utterances of the speakers in asr_core.lm.dev_speakers() (whose sentences neither LM saw), never
-on a test set; the choice is stored in assets/lm/config.json.
+on a test set; the choice is stored in assets/lm/config.json. A model's standing setting changes only when the
+best one found is clearly better on dev (a paired bootstrap over the dev speakers; --fresh ignores it).
 """
 from __future__ import annotations
 
@@ -209,21 +210,42 @@ def write_card(model_name: str, results: dict, directory: Path = models.MODELS_D
     return path
 
 
-def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed: int | None = None) -> dict:
+def clear_gain(refs: list[str], standing: list[str], found: list[str], speakers: list[str],
+               resamples: int = 2000) -> dict:
+    """Is `found` better than `standing` on these clips, beyond the luck of which speakers they came from? The
+    difference in CER + WER (found minus standing) with its 95 % interval from a paired bootstrap over the
+    speakers (asr_core.compare's), and `clear`: the whole interval below zero."""
+    from . import compare  # compare builds on this module
+    a, b = compare.edit_counts(refs, standing), compare.edit_counts(refs, found)
+    draws = compare.speaker_draws(speakers, resamples)
+    cer = compare.resampled_differences(a["char_edits"], b["char_edits"], a["chars"], draws)
+    wer = compare.resampled_differences(a["word_edits"], b["word_edits"], a["words"], draws)
+    out = compare.interval(cer[0] + wer[0], cer[1] + wer[1])
+    return {**out, "clear": out["high"] < 0}
+
+
+def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed: int | None = None,
+         fresh: bool = False) -> dict:
     """Choose the beam's weights for `model_name` on the dev set (lowest CER + WER) and store them in
     assets/lm/config.json. First alpha x beta with the character LM alone; then, with the word LM, coordinate
     descent from there: gamma x oov at the best alpha and beta, alpha x beta again at the word LM's best gamma
     and oov (each word's log-probability is a cost per word, so it moves the best insertion bonus beta; also
     when the word LM did not yet beat the character LM alone), and again, until the best setting with the
-    word LM no longer moves. The best of everything tried is kept."""
+    word LM no longer moves. The best of everything tried is found.
+    A model that already has a setting keeps it unless the best found is clearly better on dev (clear_gain: the
+    interval of the difference in CER + WER over the dev speakers entirely below zero), so that the choice does
+    not swing back and forth on a small dev set's noise; fresh=True takes the best found whatever stood before."""
     language_model, word_model = lm.load(), wordlm.load()
     if language_model is None:
         raise SystemExit("no language model: run python -m asr_core.lm first")
-    items = audio_samples(spread(lm.dev_utterances(), limit), augment_seed)
+    standing = None if fresh else lm.config().get("models", {}).get(model_name)
+    utts = spread(lm.dev_utterances(), limit)
+    items = audio_samples(utts, augment_seed)
     refs = [ref for _, ref in items]
     lps = log_probs(model_name, [f for f, _ in items])
     greedy = error_rates(refs, [ctc.greedy(lp).text for lp in lps])
     tried: dict[tuple, dict] = {}
+    hyps_of: dict[tuple, list[str]] = {}
 
     def run(alpha, beta, gamma=0.0, oov=None):
         key = (alpha, beta, gamma, oov if gamma else None)
@@ -231,7 +253,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
             hyps = [beam.beam_search(lp, beam=width, lm=language_model, alpha=alpha, beta=beta,
                                      word_lm=word_model if gamma else None, gamma=gamma, oov=oov or 0.0)[0].text
                     for lp in lps]
-            tried[key] = error_rates(refs, hyps)
+            tried[key], hyps_of[key] = error_rates(refs, hyps), hyps
             print(f"alpha {alpha:<4} beta {beta:<4} gamma {gamma:<4} oov {key[3]!s:<5} "
                   f"CER {tried[key]['cer']:.4f} WER {tried[key]['wer']:.4f}", flush=True)
 
@@ -252,8 +274,21 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
             if with_words()[:2] == (alpha, beta):  # best where gamma x oov was just searched: both steps agree
                 break
             alpha, beta = with_words()[:2]
-    alpha, beta, gamma, oov = best()
-    oov = oov if oov is not None else lm.config().get("oov", -3.0)  # gamma 0: oov plays no part
+    found = chosen = best()
+    switch = None
+    if standing is not None:
+        gamma = standing.get("gamma", 0.0)
+        keep = (standing["alpha"], standing["beta"], gamma, standing.get("oov") if gamma else None)
+        run(*keep)
+        if keep != found:
+            switch = clear_gain(refs, hyps_of[keep], hyps_of[found], [u.speaker for u in utts])
+            chosen = found if switch["clear"] else keep
+            print(f"best found vs standing setting on dev: d(CER + WER) {switch['diff']:+.4f} "
+                  f"[{switch['low']:+.4f}, {switch['high']:+.4f}] -> "
+                  + ("switch" if switch["clear"] else "keep the standing setting"), flush=True)
+    alpha, beta, gamma, oov = chosen
+    if oov is None:  # gamma 0: oov plays no part; keep the standing one, else the default
+        oov = (standing or {}).get("oov", lm.config().get("oov", -3.0))
     cfg = lm.config()
     cfg.setdefault("models", {})
     cfg["models"][model_name] = {"alpha": alpha, "beta": beta, "gamma": gamma, "oov": oov, "dev": {
@@ -262,13 +297,17 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
                + (f"; each clip augmented once (asr_core.augment.random_augment, seed {augment_seed})"
                   if augment_seed is not None else ""),
         "augment_seed": augment_seed,
-        "n_utts": len(items), "greedy": greedy, "beam": {**tried[best()], "beam": width},
-        "beam_char_lm_only": {**tried[char_only], "beam": width, "alpha": char_only[0], "beta": char_only[1]}}}
+        "n_utts": len(items), "greedy": greedy, "beam": {**tried[chosen], "beam": width},
+        "beam_char_lm_only": {**tried[char_only], "beam": width, "alpha": char_only[0], "beta": char_only[1]},
+        "best_found": {**dict(zip(("alpha", "beta", "gamma", "oov"), found)), **tried[found]},
+        "vs_standing": switch and {**switch, "rule": "switch only when the 95 % interval of d(CER + WER), best "
+                                   "found minus standing, over the dev speakers lies entirely below zero",
+                                   "kept": not switch["clear"]}}}
     cfg.update(alpha=alpha, beta=beta, gamma=gamma, oov=oov)  # the latest tuning is the default for untuned models
     lm.CONFIG_FILE.write_text(json.dumps(cfg, indent=2) + "\n")
     print(f"{model_name}: alpha {alpha}, beta {beta}, gamma {gamma}, oov {oov}; dev CER / WER greedy "
           f"{greedy['cer']:.4f} / {greedy['wer']:.4f} -> beam, character LM {tried[char_only]['cer']:.4f} / "
-          f"{tried[char_only]['wer']:.4f} -> with the word LM {tried[best()]['cer']:.4f} / {tried[best()]['wer']:.4f}"
+          f"{tried[char_only]['wer']:.4f} -> chosen {tried[chosen]['cer']:.4f} / {tried[chosen]['wer']:.4f}"
           f" ({len(items)} utterances) -> {lm.CONFIG_FILE}")
     return cfg
 
@@ -283,6 +322,9 @@ def main(argv=None) -> None:
     p.add_argument("--write-card", action="store_true", help="store the metrics in assets/models/MODEL.json")
     p.add_argument("--tune", action="store_true",
                    help="choose alpha/beta/gamma/oov on the dev set (never on test) and stop")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --tune: take the best setting found even where it is not clearly better on dev "
+                        "than the model's standing one")
     p.add_argument("--dev-augment", type=int, metavar="SEED",
                    help="with --tune: pass each dev clip through one draw of the training augmentation (this "
                         "seed), so that a model that has heard the dev speakers is as unsure as on new ones")
@@ -290,7 +332,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.tune:
-        tune(args.model, args.limit, augment_seed=args.dev_augment)
+        tune(args.model, args.limit, augment_seed=args.dev_augment, fresh=args.fresh)
         return
     if args.write_card and (args.limit or "greedy" not in args.decoder or "speechocean762" not in args.corpus):
         p.error("--write-card needs the full test sets (no --limit), the greedy decoder and speechocean762")

@@ -175,6 +175,67 @@ def test_tune_goes_back_to_the_word_lm_weights_when_the_insertion_bonus_moved(tm
     assert sorted(calls) == sorted(dropped)  # every setting decoded once, and the search stopped
 
 
+def _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped: dict, standing_beta: float, fresh=False) -> dict:
+    """evaluate.tune on three dev clips from three speakers, the beam replaced by a scorer that drops the first
+    dropped[(beta, gamma)][i] words of clip i's reference; the grid is alpha 0.6, betas 0 and 1, gamma 0.3, oov -3,
+    and the model's standing setting is alpha 0.6, beta `standing_beta`, gamma 0.3, oov -3."""
+    from asr_core import beam, lm, wordlm
+    ref, speakers = "the cat sat on the mat", ["s1", "s2", "s3"]
+
+    def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
+        return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)][int(lp[0, 0])]:])})()]
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"alpha": 0.6, "beta": 1.0, "beam": 16, "models": {"gru": {
+        "alpha": 0.6, "beta": standing_beta, "gamma": 0.3, "oov": -3.0}}}))
+    monkeypatch.setattr(lm, "CONFIG_FILE", config)
+    monkeypatch.setattr(lm, "load", lambda: object())
+    monkeypatch.setattr(wordlm, "load", lambda: object())
+    monkeypatch.setattr(lm, "dev_utterances", lambda: [type("Utt", (), {"speaker": s})() for s in speakers])
+    monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
+    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.full((5, 29), float(i))
+                                                                    for i in range(len(feats))])
+    monkeypatch.setattr(beam, "beam_search", fake_beam)
+    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [0.0, 1.0]), ("TUNE_GAMMAS", [0.3]),
+                         ("TUNE_OOVS", [-3.0])):
+        monkeypatch.setattr(evaluate, name, values)
+    return evaluate.tune("gru", fresh=fresh)["models"]["gru"]
+
+
+CHARACTER_LM_ONLY = {(0.0, 0.0): [3, 3, 3], (1.0, 0.0): [3, 3, 3]}  # (beta, gamma) -> words dropped per clip
+
+
+def test_tune_keeps_the_standing_setting_when_the_best_found_wins_on_one_speaker_only(tmp_path, monkeypatch):
+    """Beta 0 drops fewer words in all (1 against 2) but only speaker s1 gains and s2 loses: resampling the
+    speakers, the interval of the difference reaches above zero, so the standing beta 1 stays."""
+    dropped = {**CHARACTER_LM_ONLY, (1.0, 0.3): [2, 0, 0], (0.0, 0.3): [0, 1, 0]}
+    tuned = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=1.0)
+    assert (tuned["alpha"], tuned["beta"], tuned["gamma"], tuned["oov"]) == (0.6, 1.0, 0.3, -3.0)
+    dev = tuned["dev"]
+    assert dev["best_found"]["beta"] == 0.0 and dev["best_found"]["wer"] == pytest.approx(1 / 18, abs=1e-4)
+    assert dev["beam"]["wer"] == pytest.approx(2 / 18, abs=1e-4)              # the chosen (standing) setting's rates
+    vs = dev["vs_standing"]
+    assert vs["kept"] and vs["diff"] < 0 < vs["high"] and vs["low"] < vs["diff"]
+    fresh = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=1.0, fresh=True)
+    assert fresh["beta"] == 0.0 and fresh["dev"]["vs_standing"] is None        # --fresh: the best found, as before
+
+
+def test_tune_switches_when_the_best_found_wins_for_every_speaker(tmp_path, monkeypatch):
+    dropped = {**CHARACTER_LM_ONLY, (1.0, 0.3): [1, 1, 1], (0.0, 0.3): [0, 0, 0]}
+    tuned = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=1.0)
+    assert tuned["beta"] == 0.0 and tuned["dev"]["beam"]["wer"] == 0.0
+    vs = tuned["dev"]["vs_standing"]
+    # each clip: "the " of 22 characters and 1 of 6 words fewer wrong
+    assert not vs["kept"] and vs["high"] < 0 and vs["diff"] == pytest.approx(-(4 / 22 + 1 / 6), abs=1e-4)
+
+
+def test_tune_decodes_a_standing_setting_off_the_grid_and_keeps_it_when_it_is_best(tmp_path, monkeypatch):
+    dropped = {**CHARACTER_LM_ONLY, (1.0, 0.3): [1, 1, 1], (0.0, 0.3): [2, 2, 2], (2.0, 0.3): [0, 0, 0]}
+    tuned = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=2.0)
+    assert tuned["beta"] == 2.0 and tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["best_found"]["beta"] == 1.0
+    assert tuned["dev"]["vs_standing"]["diff"] > 0 and tuned["dev"]["vs_standing"]["kept"]
+
+
 def test_readme_model_table_matches_the_cards():
     """README's model table quotes each shipped card's speechocean762 test numbers (greedy and beam)."""
     rows = {}
