@@ -5,6 +5,7 @@
     python -m asr_core.evaluate --model lstm --write-card         # record in assets/models/lstm.json
     python -m asr_core.evaluate --model lstm --tune               # choose the LM weights on the dev set
     python -m asr_core.evaluate --model lstm --tune --dev-augment 7   # ... on dev clips augmented once (seed 7)
+    python -m asr_core.evaluate --model lstm --tune --fresh       # ... the best found, even if not clearly better
 
 Only held-out data is scored (see HELD_OUT for who was heard in training). The MFCC caches of
 `python -m asr_core.data` are used when present, otherwise features are computed from the audio.
@@ -231,7 +232,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
     descent from there: gamma x oov at the best alpha and beta, alpha x beta again at the word LM's best gamma
     and oov (each word's log-probability is a cost per word, so it moves the best insertion bonus beta; also
     when the word LM did not yet beat the character LM alone), and again, until the best setting with the
-    word LM no longer moves. The best of everything tried is found.
+    word LM no longer moves; the best of everything tried is the setting found.
     A model that already has a setting keeps it unless the best found is clearly better on dev (clear_gain: the
     interval of the difference in CER + WER over the dev speakers entirely below zero), so that the choice does
     not swing back and forth on a small dev set's noise; fresh=True takes the best found whatever stood before."""
@@ -300,6 +301,7 @@ def tune(model_name: str, limit: int | None = None, width: int = 8, augment_seed
         "n_utts": len(items), "greedy": greedy, "beam": {**tried[chosen], "beam": width},
         "beam_char_lm_only": {**tried[char_only], "beam": width, "alpha": char_only[0], "beta": char_only[1]},
         "best_found": {**dict(zip(("alpha", "beta", "gamma", "oov"), found)), **tried[found]},
+        "standing": standing and {k: standing.get(k) for k in ("alpha", "beta", "gamma", "oov")},
         "vs_standing": switch and {**switch, "rule": "switch only when the 95 % interval of d(CER + WER), best "
                                    "found minus standing, over the dev speakers lies entirely below zero",
                                    "kept": not switch["clear"]}}}

@@ -218,6 +218,8 @@ def test_tune_keeps_the_standing_setting_when_the_best_found_wins_on_one_speaker
     assert vs["kept"] and vs["diff"] < 0 < vs["high"] and vs["low"] < vs["diff"]
     fresh = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=1.0, fresh=True)
     assert fresh["beta"] == 0.0 and fresh["dev"]["vs_standing"] is None        # --fresh: the best found, as before
+    assert dev["standing"] == {"alpha": 0.6, "beta": 1.0, "gamma": 0.3, "oov": -3.0}
+    assert fresh["dev"]["standing"] is None
 
 
 def test_tune_switches_when_the_best_found_wins_for_every_speaker(tmp_path, monkeypatch):
@@ -234,6 +236,12 @@ def test_tune_decodes_a_standing_setting_off_the_grid_and_keeps_it_when_it_is_be
     tuned = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=2.0)
     assert tuned["beta"] == 2.0 and tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["best_found"]["beta"] == 1.0
     assert tuned["dev"]["vs_standing"]["diff"] > 0 and tuned["dev"]["vs_standing"]["kept"]
+
+
+def test_tune_records_no_comparison_when_the_standing_setting_is_the_best_found(tmp_path, monkeypatch):
+    dropped = {**CHARACTER_LM_ONLY, (1.0, 0.3): [0, 0, 0], (0.0, 0.3): [1, 1, 1]}
+    tuned = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=1.0)
+    assert tuned["beta"] == 1.0 and tuned["dev"]["vs_standing"] is None and tuned["dev"]["best_found"]["beta"] == 1.0
 
 
 def test_readme_model_table_matches_the_cards():
