@@ -131,29 +131,37 @@ def test_tune_chooses_word_lm_weights_on_dev_and_stores_them_per_model(tmp_path,
     assert (chosen["alpha"], chosen["beta"], chosen["gamma"], chosen["oov"]) == (0.6, 1.0, tuned["gamma"], -3.0)
 
 
-def _tune_with_a_made_up_scorer(monkeypatch, tmp_path, dropped: dict, betas: list, gammas: list, model: str) -> tuple:
-    """evaluate.tune on one dev utterance, the beam replaced by a scorer that drops the first dropped[(beta, gamma)]
-    words of the reference; the grid is alpha 0.6, oov -3 and the given betas and gammas. Returns the model's tuning
-    and the (beta, gamma) of every decode."""
+def _tune_with_a_made_up_scorer(monkeypatch, tmp_path, dropped: dict, betas: list, gammas: list, model: str,
+                                speakers=("s1",), standing: dict | None = None, fresh=False) -> tuple:
+    """evaluate.tune on one dev clip per speaker, the beam replaced by a scorer that drops the first words of the
+    reference: dropped[(beta, gamma)] of them, or with a list, its i-th entry for clip i. The grid is alpha 0.6,
+    oov -3 and the given betas and gammas; `standing`, if given, is the model's setting before. Returns the model's
+    tuning and the (beta, gamma) of every decode."""
     from asr_core import beam, lm, wordlm
     ref, calls = "the cat sat on the mat", []
 
     def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
         assert (word_lm is not None) == (gamma > 0)
         calls.append((beta, gamma))
-        return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)]:])})()]
+        n = dropped[(beta, gamma)]
+        return [type("Hyp", (), {"text": " ".join(ref.split()[n[int(lp[0, 0])] if isinstance(n, list) else n:])})()]
 
-    monkeypatch.setattr(lm, "CONFIG_FILE", tmp_path / "config.json")
+    config = tmp_path / "config.json"
+    config.unlink(missing_ok=True)
+    if standing:
+        config.write_text(json.dumps({"alpha": 0.6, "beta": 1.0, "beam": 16, "models": {model: standing}}))
+    monkeypatch.setattr(lm, "CONFIG_FILE", config)
     monkeypatch.setattr(lm, "load", lambda: object())
     monkeypatch.setattr(wordlm, "load", lambda: object())
-    monkeypatch.setattr(lm, "dev_utterances", lambda: [None])
-    monkeypatch.setattr(lm, "dev_speakers", lambda: ["s1"])
+    monkeypatch.setattr(lm, "dev_utterances", lambda: [type("Utt", (), {"speaker": s})() for s in speakers])
+    monkeypatch.setattr(lm, "dev_speakers", lambda: list(speakers))
     monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
-    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.zeros(5, 29)] * len(feats))
+    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.full((5, 29), float(i))  # clip i's index
+                                                                    for i in range(len(feats))])
     monkeypatch.setattr(beam, "beam_search", fake_beam)
     for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", betas), ("TUNE_GAMMAS", gammas), ("TUNE_OOVS", [-3.0])):
         monkeypatch.setattr(evaluate, name, values)
-    return evaluate.tune(model)["models"][model], calls
+    return evaluate.tune(model, fresh=fresh)["models"][model], calls
 
 
 def test_tune_searches_the_insertion_bonus_again_with_the_word_lm_even_when_it_lost_at_first(tmp_path, monkeypatch):
@@ -176,30 +184,11 @@ def test_tune_goes_back_to_the_word_lm_weights_when_the_insertion_bonus_moved(tm
 
 
 def _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped: dict, standing_beta: float, fresh=False) -> dict:
-    """evaluate.tune on three dev clips from three speakers, the beam replaced by a scorer that drops the first
-    dropped[(beta, gamma)][i] words of clip i's reference; the grid is alpha 0.6, betas 0 and 1, gamma 0.3, oov -3,
-    and the model's standing setting is alpha 0.6, beta `standing_beta`, gamma 0.3, oov -3."""
-    from asr_core import beam, lm, wordlm
-    ref, speakers = "the cat sat on the mat", ["s1", "s2", "s3"]
-
-    def fake_beam(lp, beam, lm, alpha, beta, word_lm, gamma, oov):
-        return [type("Hyp", (), {"text": " ".join(ref.split()[dropped[(beta, gamma)][int(lp[0, 0])]:])})()]
-
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"alpha": 0.6, "beta": 1.0, "beam": 16, "models": {"gru": {
-        "alpha": 0.6, "beta": standing_beta, "gamma": 0.3, "oov": -3.0}}}))
-    monkeypatch.setattr(lm, "CONFIG_FILE", config)
-    monkeypatch.setattr(lm, "load", lambda: object())
-    monkeypatch.setattr(wordlm, "load", lambda: object())
-    monkeypatch.setattr(lm, "dev_utterances", lambda: [type("Utt", (), {"speaker": s})() for s in speakers])
-    monkeypatch.setattr(evaluate, "audio_samples", lambda utts, seed=None: [(torch.zeros(5, 40), ref)] * len(utts))
-    monkeypatch.setattr(evaluate, "log_probs", lambda name, feats: [torch.full((5, 29), float(i))
-                                                                    for i in range(len(feats))])
-    monkeypatch.setattr(beam, "beam_search", fake_beam)
-    for name, values in (("TUNE_ALPHAS", [0.6]), ("TUNE_BETAS", [0.0, 1.0]), ("TUNE_GAMMAS", [0.3]),
-                         ("TUNE_OOVS", [-3.0])):
-        monkeypatch.setattr(evaluate, name, values)
-    return evaluate.tune("gru", fresh=fresh)["models"]["gru"]
+    """Three clips of three speakers, betas 0 and 1, gamma 0.3; the standing setting alpha 0.6, beta `standing_beta`,
+    gamma 0.3, oov -3."""
+    standing = {"alpha": 0.6, "beta": standing_beta, "gamma": 0.3, "oov": -3.0}
+    return _tune_with_a_made_up_scorer(monkeypatch, tmp_path, dropped, [0.0, 1.0], [0.3], "gru",
+                                       speakers=("s1", "s2", "s3"), standing=standing, fresh=fresh)[0]
 
 
 CHARACTER_LM_ONLY = {(0.0, 0.0): [3, 3, 3], (1.0, 0.0): [3, 3, 3]}  # (beta, gamma) -> words dropped per clip
@@ -215,7 +204,7 @@ def test_tune_keeps_the_standing_setting_when_the_best_found_wins_on_one_speaker
     assert dev["best_found"]["beta"] == 0.0 and dev["best_found"]["wer"] == pytest.approx(1 / 18, abs=1e-4)
     assert dev["beam"]["wer"] == pytest.approx(2 / 18, abs=1e-4)              # the chosen (standing) setting's rates
     vs = dev["vs_standing"]
-    assert vs["kept"] and vs["diff"] < 0 < vs["high"] and vs["low"] < vs["diff"]
+    assert not vs["clear"] and vs["diff"] < 0 < vs["high"] and vs["low"] < vs["diff"]
     fresh = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=1.0, fresh=True)
     assert fresh["beta"] == 0.0 and fresh["dev"]["vs_standing"] is None        # --fresh: the best found, as before
     assert dev["standing"] == {"alpha": 0.6, "beta": 1.0, "gamma": 0.3, "oov": -3.0}
@@ -228,14 +217,14 @@ def test_tune_switches_when_the_best_found_wins_for_every_speaker(tmp_path, monk
     assert tuned["beta"] == 0.0 and tuned["dev"]["beam"]["wer"] == 0.0
     vs = tuned["dev"]["vs_standing"]
     # each clip: "the " of 22 characters and 1 of 6 words fewer wrong
-    assert not vs["kept"] and vs["high"] < 0 and vs["diff"] == pytest.approx(-(4 / 22 + 1 / 6), abs=1e-4)
+    assert vs["clear"] and vs["high"] < 0 and vs["diff"] == pytest.approx(-(4 / 22 + 1 / 6), abs=1e-4)
 
 
 def test_tune_decodes_a_standing_setting_off_the_grid_and_keeps_it_when_it_is_best(tmp_path, monkeypatch):
     dropped = {**CHARACTER_LM_ONLY, (1.0, 0.3): [1, 1, 1], (0.0, 0.3): [2, 2, 2], (2.0, 0.3): [0, 0, 0]}
     tuned = _tune_from_a_standing_setting(monkeypatch, tmp_path, dropped, standing_beta=2.0)
     assert tuned["beta"] == 2.0 and tuned["dev"]["beam"]["wer"] == 0.0 and tuned["dev"]["best_found"]["beta"] == 1.0
-    assert tuned["dev"]["vs_standing"]["diff"] > 0 and tuned["dev"]["vs_standing"]["kept"]
+    assert tuned["dev"]["vs_standing"]["diff"] > 0 and not tuned["dev"]["vs_standing"]["clear"]
 
 
 def test_tune_records_no_comparison_when_the_standing_setting_is_the_best_found(tmp_path, monkeypatch):
