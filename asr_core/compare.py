@@ -2,13 +2,17 @@
 
     python -m asr_core.compare lstm runs/lstmA.safetensors runs/lstmB.safetensors
     python -m asr_core.compare gru candidates/gru.safetensors --resamples 2000 --json /tmp/gru.json
+    python -m asr_core.compare lstm runs/lstm17.safetensors+assets/teachers/lstm3.safetensors   # an ensemble
 
 Each model (a shipped name, or a NAME.safetensors path with its NAME.json card beside it, as the trainer's
 --out-dir and asr_core.soup write them) decodes the same held-out utterances by best path in float32, and
 jiwer counts every utterance's character and word edits. The first model is the baseline: for each other one
 the table gives the difference in CER and WER (corpus level: all edits / all reference characters or words)
 and its 95 % interval from resampling the test *speakers* with replacement, each drawn speaker bringing all of
-their utterances (one speaker's clips are not independent draws). The same draws serve every candidate, so
+their utterances (one speaker's clips are not independent draws). A name joining models with "+" is their
+ensemble as the trainer's teachers make it: per frame, the mean of the members' log-probabilities, renormalized
+(its members should answer at the same frames: the causal GRU and RNN answer a few frames after the
+bidirectional LSTM, so mix like with like). The same draws serve every candidate, so
 the comparison is paired. An interval that leaves out 0 says the difference is not the luck of which 100
 speakers happened to be tested; one comparison among many chosen on test itself still favours the chosen one.
 """
@@ -35,6 +39,21 @@ def resolve(name: str) -> tuple[str, Path]:
     if name not in models.available():
         raise KeyError(f"unknown model {name!r}; shipped: {', '.join(models.available())}")
     return name, models.MODELS_DIR
+
+
+def members(name: str) -> list[tuple[str, Path]]:
+    """resolve() for each model of an ensemble written "a+b+c" (a single model is an ensemble of one)."""
+    return [resolve(part) for part in name.split("+")]
+
+
+def ensemble_log_probs(name: str, feats: list[torch.Tensor]) -> list[np.ndarray]:
+    """(T, 29) log-probabilities per utterance: the model's, or for "a+b" the renormalized mean of the members'
+    (train.ensemble_targets' rule, here in float32)."""
+    per_member = [evaluate.log_probs(stem, feats, directory=directory) for stem, directory in members(name)]
+    if len(per_member) == 1:
+        return per_member[0]
+    return [torch.from_numpy(np.mean([m[i] for m in per_member], axis=0)).log_softmax(-1).numpy()
+            for i in range(len(feats))]
 
 
 def edit_counts(refs: list[str], hyps: list[str]) -> dict[str, np.ndarray]:
@@ -78,8 +97,7 @@ def paired_difference(base_edits, cand_edits, lengths, draws: list[np.ndarray]) 
 
 
 def greedy_hypotheses(name: str, feats: list[torch.Tensor]) -> list[str]:
-    stem, directory = resolve(name)
-    return [ctc.greedy(lp).text for lp in evaluate.log_probs(stem, feats, directory=directory)]
+    return [ctc.greedy(lp).text for lp in ensemble_log_probs(name, feats)]
 
 
 def compare(names: list[str], items: list[tuple[torch.Tensor, str]], speakers: list[str],
@@ -133,7 +151,8 @@ def table(result: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m asr_core.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", help="the baseline first, then the candidates (names or .safetensors paths)")
+    p.add_argument("models", nargs="+", help="the baseline first, then the candidates (names or .safetensors paths; "
+                                                "a+b: their ensemble)")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="at most N test utterances (evenly spread)")
@@ -144,7 +163,7 @@ def main(argv=None) -> None:
         p.error("give a baseline and at least one candidate")
     try:
         for n in args.models:
-            resolve(n)
+            members(n)
     except (KeyError, FileNotFoundError) as e:
         p.error(str(e.args[0] if isinstance(e, KeyError) else e))
     torch.set_num_threads(args.threads)

@@ -87,8 +87,28 @@ def test_comparing_shipped_models_on_real_speech(synthesized, tmp_path):
         compare.compare(["rnn", "lstm"], items, speakers[:-1])
 
 
+def test_an_ensemble_is_the_renormalized_mean_of_its_members(synthesized):
+    items, speakers = synthesized
+    feats, refs = [f for f, _ in items], [r for _, r in items]
+    lstm, gru = evaluate.log_probs("lstm", feats), evaluate.log_probs("gru", feats)
+    by_hand = []
+    for a, b in zip(lstm, gru):                                   # mean of the log-probabilities, then log-softmax
+        m = (a.astype(np.float64) + b) / 2
+        by_hand.append(m - np.log(np.exp(m).sum(-1, keepdims=True)))
+    mixed = compare.ensemble_log_probs("lstm+gru", feats)
+    for got, want in zip(mixed, by_hand):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, atol=1e-5)
+    assert any(not np.allclose(g, a, atol=1e-3) for g, a in zip(mixed, lstm))   # not just one member
+    out = compare.compare(["lstm", "lstm+lstm", "lstm+gru"], items, speakers, resamples=100)
+    assert out["models"]["lstm+lstm"]["vs_baseline"]["cer"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    hyps = [ctc.greedy(lp).text for lp in by_hand]
+    assert {k: out["models"]["lstm+gru"][k] for k in ("cer", "wer")} == evaluate.error_rates(refs, hyps)
+
+
 @pytest.mark.parametrize("args, message", [(["rnn"], "at least one candidate"),
                                            (["rnn", "nosuch"], "unknown model"),
+                                           (["rnn", "lstm+nosuch"], "unknown model"),
                                            (["rnn", "/tmp/absent.safetensors"], "card")])
 def test_the_command_refuses_what_it_cannot_compare(args, message):
     r = subprocess.run([sys.executable, "-m", "asr_core.compare", *args], capture_output=True, text=True, timeout=120)
