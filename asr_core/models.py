@@ -292,7 +292,6 @@ def is_bf16_copy(model: nn.Module) -> bool:
     return isinstance(model, (BF16Copy, KernelCopy))
 
 
-@functools.lru_cache(maxsize=8)
 def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
     """The copy of a shipped model that the app runs, on CPUs that multiply bfloat16 in hardware:
     - a causal GRU or an LSTM: BF16GRU / BF16LSTM, the time loops in C with bf16 W_hh (native.py), where the
@@ -304,6 +303,13 @@ def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
     "Speed and memory". Every accuracy figure in the cards is the float32 model's (asr_core.evaluate).
     """
     model = load(name) if directory == MODELS_DIR else load(name, directory)  # load's cache is keyed by the call
+    return _fast_copy(model, name, directory)
+
+
+@functools.lru_cache(maxsize=8)
+def _fast_copy(model: nn.Module, name: str, directory: Path) -> nn.Module:
+    """fast()'s copy of the very object load() returned (keyed by it), so that a model load() has let go of and
+    loaded again never leaves fast() holding a copy of the old one beside it."""
     rnn = getattr(model, "rnn", None)
     if not isinstance(rnn, (nn.GRU, nn.LSTM)):
         return model

@@ -97,5 +97,8 @@ def test_fast_copy_is_bf16_for_the_lstm_and_gru_on_native_bf16(monkeypatch):
     assert isinstance(lstm, models.BF16Copy) == (not kernels and models.bf16_native())  # PyTorch's bf16 LSTM
     assert isinstance(gru, models.BF16GRU) == kernels
     assert gru is models.load("gru") or gru.model is models.load("gru")  # shares the float weights
+    models.load.cache_clear()  # load() lets go of its models (as its cache of 8 does when a process loads many) ...
+    assert models.fast("rnn") is models.load("rnn")  # ... and fast() follows it rather than keep the old ones
+    assert models.fast("gru") is models.load("gru") or models.fast("gru").model is models.load("gru")
     monkeypatch.setenv("ASR_LAB_FP32", "1")
     assert not models.bf16_native()

@@ -30,10 +30,10 @@ def fresh_build(monkeypatch, tmp_path):
     """Forget the built kernels (and the models' fast copies) for one test, with the cache in tmp_path."""
     monkeypatch.setenv("ASR_LAB_CACHE", str(tmp_path))
     native._compiled.cache_clear()
-    models.fast.cache_clear()
+    models._fast_copy.cache_clear()
     yield tmp_path
     native._compiled.cache_clear()
-    models.fast.cache_clear()
+    models._fast_copy.cache_clear()
 
 
 def weights(rnn: nn.Module, suffix: str = ""):
