@@ -308,8 +308,9 @@ def fast(name: str, directory: Path = MODELS_DIR) -> nn.Module:
 
 @functools.lru_cache(maxsize=8)
 def _fast_copy(model: nn.Module, name: str, directory: Path) -> nn.Module:
-    """fast()'s copy of the very object load() returned (keyed by it), so that a model load() has let go of and
-    loaded again never leaves fast() holding a copy of the old one beside it."""
+    """fast()'s copy of the very object load() returned (keyed by it): after load() has let a model go and loaded
+    it again, fast() answers with a copy of the new object, never of the old one (whose entry only waits here
+    until this cache's own 8 turn over; the app's three models never get that far)."""
     rnn = getattr(model, "rnn", None)
     if not isinstance(rnn, (nn.GRU, nn.LSTM)):
         return model
