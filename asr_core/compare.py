@@ -47,13 +47,12 @@ def members(name: str) -> list[tuple[str, Path]]:
 
 
 def ensemble_log_probs(name: str, feats: list[torch.Tensor]) -> list[np.ndarray]:
-    """(T, 29) log-probabilities per utterance: the model's, or for "a+b" the renormalized mean of the members'
-    (train.ensemble_targets' rule, here in float32)."""
+    """(T, 29) log-probabilities per utterance: the model's, or for "a+b" the members' joined by models.ensemble
+    (as the trainer joins its teachers, here in float32)."""
     per_member = [evaluate.log_probs(stem, feats, directory=directory) for stem, directory in members(name)]
     if len(per_member) == 1:
         return per_member[0]
-    return [torch.from_numpy(np.mean([m[i] for m in per_member], axis=0)).log_softmax(-1).numpy()
-            for i in range(len(feats))]
+    return [models.ensemble([torch.from_numpy(m[i]) for m in per_member]).numpy() for i in range(len(feats))]
 
 
 def edit_counts(refs: list[str], hyps: list[str]) -> dict[str, np.ndarray]:

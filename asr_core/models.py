@@ -155,6 +155,12 @@ def deepened(state: dict, arch: dict, gain: float = 0.25, gate_bias: float = 4.0
     return new
 
 
+def ensemble(log_probs: list[torch.Tensor]) -> torch.Tensor:
+    """Several models' (T, 29) log-probabilities of one utterance as one model's: per frame, the mean of the
+    log-probabilities, renormalized (the trainer's teachers and asr_core.compare's "a+b" both mean this)."""
+    return torch.stack([lp.float() for lp in log_probs]).mean(0).log_softmax(-1)
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

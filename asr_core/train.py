@@ -146,8 +146,7 @@ def ensemble_targets(names: list[str], items, delay: int = 0) -> list[torch.Tens
     if len(names) == 1:
         return teacher_targets(names[0], items, delay)
     per_teacher = [teacher_targets(n, items, delay) for n in names]
-    return [torch.stack([t[i].float() for t in per_teacher]).mean(0).log_softmax(-1).half()
-            for i in range(len(items))]
+    return [models.ensemble([t[i] for t in per_teacher]).half() for i in range(len(items))]
 
 
 def _teacher_key(path: Path, items, delay: int) -> str:
