@@ -119,17 +119,20 @@ def test_the_command_refuses_what_it_cannot_compare(args, message):
 
 @pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
 def test_the_command_on_speechocean762_test(tmp_path):
+    # 100 spread utterances: enough that the LSTM's lead over the GRU (0.36 vs 0.42 CER on the whole test set) is
+    # outside the interval; with 40 it was not once the GRU improved (GRU card round 19: -0.0245 [-0.0495, +0.0038])
+    n = 100
     out = tmp_path / "c.json"
-    r = subprocess.run([sys.executable, "-m", "asr_core.compare", "gru", "lstm", "--limit", "40", "--resamples",
+    r = subprocess.run([sys.executable, "-m", "asr_core.compare", "gru", "lstm", "--limit", str(n), "--resamples",
                         "300", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["n_utts"] == 40 and result["n_speakers"] > 30 and result["resamples"] == 300
-    items = evaluate.samples("speechocean762", "test", 40)
+    assert result["n_utts"] == n and result["n_speakers"] > 30 and result["resamples"] == 300
+    items = evaluate.samples("speechocean762", "test", n)
     hyps = [ctc.greedy(lp).text for lp in evaluate.log_probs("gru", [f for f, _ in items])]
     assert result["models"]["gru"]["cer"] == evaluate.error_rates([r for _, r in items], hyps)["cer"]
     assert result["models"]["lstm"]["vs_baseline"]["cer"]["high"] < 0   # the LSTM hears these speakers better
-    assert "speechocean762 test: 40 utterances" in r.stdout
+    assert f"speechocean762 test: {n} utterances" in r.stdout
 
 
 @pytest.mark.skipif(not (data.DATA / "speechocean762" / "test").exists(), reason="needs ../shared/data")
