@@ -26,6 +26,11 @@ With --audio the teacher runs alongside the student instead (on the GPU): it hea
 batch before SpecAugment masks it, so its targets are as new as the audio.
 Several teachers (--teacher A B, cached MFCCs only) teach as one: per frame, the mean of their
 log-probabilities, renormalized (a product of experts), which keeps the characters they agree on sharp.
+
+--ema D keeps an exponential moving average of the weights (torch.optim.swa_utils, after every step:
+avg = D avg + (1 - D) w) and writes it as the model: the average of a noisy trajectory's last ~1/(1 - D)
+steps sits nearer the middle of the basin than any one step. The last step's own weights are written
+beside it as NAME-raw, so that one run measures what the average did.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import ctc, data, features, models, onthefly
@@ -210,10 +216,12 @@ def greedy_cer(model, fs: data.FeatureSet, device, limit: int = 300) -> float:
     return float(jiwer.cer(refs, hyps))
 
 
-def save_checkpoint(path: Path, model, opt, state: dict) -> None:
-    """Model and optimizer tensors in safetensors, the rest (step, rng) in JSON: nothing pickled."""
+def save_checkpoint(path: Path, model, opt, state: dict, ema: AveragedModel | None = None) -> None:
+    """Model, optimizer (and weight-average) tensors in safetensors, the rest (step, rng) in JSON: nothing pickled."""
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     for i, (pid, st) in enumerate(opt.state_dict()["state"].items()):
         for k, v in st.items():
             tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
@@ -222,9 +230,11 @@ def save_checkpoint(path: Path, model, opt, state: dict) -> None:
     (path / "state.json").write_text(json.dumps(state, indent=1))
 
 
-def load_checkpoint(path: Path, model, opt) -> dict:
+def load_checkpoint(path: Path, model, opt, ema: AveragedModel | None = None) -> dict:
     tensors = load_file(path / "ckpt.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     sd = opt.state_dict()
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -257,6 +267,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run the network's matrix products in bfloat16 (torch.autocast; weights, loss and optimizer "
                         "stay float32); faster on CPUs with native bf16 (AVX-512 BF16, AMX): python -m asr_core.bench "
                         "--train-step times it per model")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="write an exponential moving average of the weights (e.g. 0.9995: about the last 2,000 "
+                        "steps); the last step's weights go beside it as NAME-raw")
     p.add_argument("--max-minutes", type=float, default=0, help="stop early (and still write the model) after this long")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     p.add_argument("--checkpoint-minutes", type=float, default=10, help="measure and checkpoint this often")
@@ -284,6 +297,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if (args.distill_focus or args.teacher_delay) and not args.teacher:
         p.error("--distill-focus and --teacher-delay shape a teacher's targets: give --teacher too")
     args.vtlp = data.vtlp_range(p, args.vtlp)
+    if not 0 <= args.ema < 1:
+        p.error("--ema: a decay in [0, 1), e.g. 0.9995 (0: no average)")
     if args.vtlp and not args.audio:
         p.error("--vtlp warps the fresh copies of --audio; for cached MFCCs make *-vtlp draws (asr_core.data --vtlp)")
     if args.teacher and len(args.teacher) > 1 and args.audio:
@@ -339,13 +354,15 @@ def main(argv=None) -> None:
     model = model.to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None
+    written = ema.module if ema is not None else model  # the weights the run writes as NAME
     spec = None if args.no_specaugment else SpecAugment()
     steps_per_epoch = len(make_batches(lengths, args.batch_frames, None)) // world
     total = steps_per_epoch * args.epochs
     ckpt = args.ckpt_dir / name
     state = {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0, "audio_hours": 0.0, "curve": []}
     if args.resume and (ckpt / "state.json").exists():
-        state = load_checkpoint(ckpt, model, opt)
+        state = load_checkpoint(ckpt, model, opt, ema)
         torch.set_rng_state(torch.tensor(state.pop("torch_rng"), dtype=torch.uint8))
         if rank == 0:
             print(f"resumed {name} at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
@@ -363,12 +380,14 @@ def main(argv=None) -> None:
         """A point of the learning curve (greedy CER on held-out speakers), then a checkpoint."""
         t0 = time.time()
         point = {"epoch": round(epoch, 3), "step": state["step"], "audio_hours": round(state["audio_hours"], 2),
-                 "minutes": round(state["seconds"] / 60, 1), "loss": round(loss.item(), 4)}
+                 "minutes": round(state["seconds"] / 60, 1), "loss": round(loss.item(), 4) if loss is not None else None}
         for n, fs in evals.items():
-            point[f"cer_{n}"] = round(greedy_cer(model, fs, device, args.eval_limit), 4)
+            point[f"cer_{n}"] = round(greedy_cer(written, fs, device, args.eval_limit), 4)
+            if ema is not None:  # the last step's own weights, beside their average
+                point[f"cer_{n}_raw"] = round(greedy_cer(model, fs, device, args.eval_limit), 4)
         state["curve"].append(point)
         print(json.dumps(point), flush=True)
-        save_checkpoint(ckpt, model, opt, {**state, "torch_rng": torch.get_rng_state().tolist()})
+        save_checkpoint(ckpt, model, opt, {**state, "torch_rng": torch.get_rng_state().tolist()}, ema)
         run["measuring"] += time.time() - t0
 
     t_start, t_ckpt = time.time() - state["seconds"], time.time()
@@ -378,7 +397,7 @@ def main(argv=None) -> None:
         """Hours of audio trained on per wall-clock minute in this process, measuring time excluded."""
         minutes = (time.time() - run["start"] - run["measuring"]) / 60
         return (state["audio_hours"] - run["hours"]) / max(1e-9, minutes)
-    stop = False
+    stop, loss = False, None  # no loss yet when a run stopped on an epoch's last batch resumes
     net.train()
     while state["epoch"] < args.epochs and not stop:
         epoch = state["epoch"]
@@ -413,6 +432,8 @@ def main(argv=None) -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             state["step"] += 1
             state["batch"] = bi + 1
             state["audio_hours"] += float(xl.sum()) * world / 100 / 3600
@@ -459,6 +480,10 @@ def main(argv=None) -> None:
                 "epochs_done": round(state["curve"][-1]["epoch"], 2) if state["curve"] else 0,
                 "steps": state["step"], "audio_hours_seen": round(state["audio_hours"], 1),
                 "minutes": round(state["seconds"] / 60, 1),
+                **({"ema": {"decay": args.ema, "steps_averaged": int(ema.n_averaged),
+                            "weights": "exponential moving average of the weights after every step "
+                                       "(torch.optim.swa_utils); the last step's own weights: NAME-raw"}}
+                   if ema is not None else {}),
                 "speed_audio_hours_per_minute": round(state["audio_hours"] / max(1e-9, state["seconds"] / 60), 2),
                 "speed_last_run_audio_hours_per_minute": round(run_speed(), 2),
                 "hardware": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -467,10 +492,17 @@ def main(argv=None) -> None:
                 "command": "python -m asr_core.train " + shlex.join(sys.argv[1:] if argv is None else argv),
             },
             "curve": state["curve"],
-            "curve_note": "greedy CER on a spread-out subset of each held-out set after each epoch",
+            "curve_note": "greedy CER on a spread-out subset of each held-out set after each epoch"
+                          + (" (the averaged weights; *_raw: the last step's own)" if ema is not None else ""),
         }
-        models.save(model, card, name, args.out_dir)
+        models.save(written, card, name, args.out_dir)
         print(f"wrote {args.out_dir / name}.safetensors and .json")
+        if ema is not None:
+            raw = copy.deepcopy(card)
+            raw["name"] = f"{name}-raw"
+            raw["training"]["ema"] = {"decay": args.ema, "weights": f"the last step's own weights; {name}: their average"}
+            models.save(model, raw, f"{name}-raw", args.out_dir)
+            print(f"wrote {args.out_dir / name}-raw.safetensors and .json (the last step's own weights)")
     if distributed:  # leave together: a rank that tore gloo down while rank 0 still wrote the card aborted at exit
         dist.barrier()
         dist.destroy_process_group()

@@ -484,3 +484,30 @@ def test_the_vtlp_range_is_the_default_two_bounds_or_refused(argv, want, capsys)
             assert want in capsys.readouterr().err
         else:
             assert parse(argv) == want
+
+
+def test_ema_writes_the_average_of_the_steps_and_the_last_step_beside_it(tmp_path, cache):
+    """--ema 0.5 over three steps, by hand: avg = w1, then 0.5 avg + 0.5 w2, then 0.5 avg + 0.5 w3, where w1..w3
+    are the same seed's weights after 1, 2 and 3 steps (runs stopped there); the last step's own weights are
+    written beside the average as rnn-raw, and a resumed run carries the average on from its checkpoint."""
+    w = [_train(tmp_path / f"s{k}", cache, "--max-steps", str(k), launcher=(sys.executable,))[1] for k in (1, 2, 3)]
+    card, avg = _train(tmp_path / "ema", cache, "--max-steps", "3", "--ema", "0.5", launcher=(sys.executable,))
+    raw = load_file(tmp_path / "ema" / "out" / "rnn-raw.safetensors")
+    for k in w[0]:
+        assert torch.allclose(avg[k], 0.25 * w[0][k] + 0.25 * w[1][k] + 0.5 * w[2][k], atol=1e-6)
+        assert torch.equal(raw[k], w[2][k])
+    assert not all(torch.allclose(avg[k], w[2][k], atol=1e-4) for k in avg)  # the average is not the last step
+    assert card["training"]["ema"]["decay"] == 0.5 and card["training"]["ema"]["steps_averaged"] == 3
+    assert all({"cer_tiny", "cer_tiny_raw"} <= set(p) for p in card["curve"])
+    assert json.loads((tmp_path / "ema" / "out" / "rnn-raw.json").read_text())["name"] == "rnn-raw"
+    # stop after 2 steps (here an epoch's last batch), then resume to 3: the same average as the uninterrupted run
+    _train(tmp_path / "r", cache, "--max-steps", "2", "--ema", "0.5", launcher=(sys.executable,))
+    _, resumed = _train(tmp_path / "r", cache, "--max-steps", "3", "--ema", "0.5", "--resume", launcher=(sys.executable,))
+    assert all(torch.allclose(avg[k], resumed[k], atol=1e-6) for k in avg)
+
+
+@pytest.mark.parametrize("decay", ["1", "-0.1"])
+def test_ema_decay_must_be_below_one(decay, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "rnn", "--ema", decay])
+    assert "--ema" in capsys.readouterr().err
