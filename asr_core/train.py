@@ -28,9 +28,10 @@ Several teachers (--teacher A B, cached MFCCs only) teach as one: per frame, the
 log-probabilities, renormalized (a product of experts), which keeps the characters they agree on sharp.
 
 --ema D keeps an exponential moving average of the weights (torch.optim.swa_utils, after every step:
-avg = D avg + (1 - D) w) and writes it as the model: the average of a noisy trajectory's last ~1/(1 - D)
-steps sits nearer the middle of the basin than any one step. The last step's own weights are written
-beside it as NAME-raw, so that one run measures what the average did.
+avg = D avg + (1 - D) w) and writes it as the model: while the learning rate is high, the average of a
+noisy trajectory's last ~1/(1 - D) steps can sit nearer the middle of the basin than any one step (once the
+schedule has annealed, the last step may be as good: docs/training-log.md, the forty-third CPU round). The
+last step's own weights are written beside it as NAME-raw, so that one run measures what the average did.
 """
 from __future__ import annotations
 
@@ -233,8 +234,9 @@ def save_checkpoint(path: Path, model, opt, state: dict, ema: AveragedModel | No
 def load_checkpoint(path: Path, model, opt, ema: AveragedModel | None = None) -> dict:
     tensors = load_file(path / "ckpt.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    averaged = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if ema is not None and averaged:  # a run checkpointed without --ema starts its average where it resumes
+        ema.load_state_dict(averaged)
     sd = opt.state_dict()
     for k, v in tensors.items():
         if k.startswith("opt."):

@@ -506,6 +506,14 @@ def test_ema_writes_the_average_of_the_steps_and_the_last_step_beside_it(tmp_pat
     assert all(torch.allclose(avg[k], resumed[k], atol=1e-6) for k in avg)
 
 
+def test_a_run_checkpointed_without_ema_starts_its_average_where_it_resumes(tmp_path, cache):
+    _, w3 = _train(tmp_path / "s3", cache, "--max-steps", "3", launcher=(sys.executable,))
+    _train(tmp_path / "r", cache, "--max-steps", "2", launcher=(sys.executable,))
+    card, avg = _train(tmp_path / "r", cache, "--max-steps", "3", "--ema", "0.5", "--resume", launcher=(sys.executable,))
+    assert card["training"]["ema"]["steps_averaged"] == 1  # only the step after the resume: the average is that step
+    assert all(torch.allclose(avg[k], w3[k], atol=1e-6) for k in w3)
+
+
 @pytest.mark.parametrize("decay", ["1", "-0.1"])
 def test_ema_decay_must_be_below_one(decay, capsys):
     with pytest.raises(SystemExit):
