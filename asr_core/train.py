@@ -382,7 +382,7 @@ def main(argv=None) -> None:
         """A point of the learning curve (greedy CER on held-out speakers), then a checkpoint."""
         t0 = time.time()
         point = {"epoch": round(epoch, 3), "step": state["step"], "audio_hours": round(state["audio_hours"], 2),
-                 "minutes": round(state["seconds"] / 60, 1), "loss": round(loss.item(), 4) if loss is not None else None}
+                 "minutes": round(state["seconds"] / 60, 1), "loss": round(loss.item(), 4)}
         for n, fs in evals.items():
             point[f"cer_{n}"] = round(greedy_cer(written, fs, device, args.eval_limit), 4)
             if ema is not None:  # the last step's own weights, beside their average
@@ -399,7 +399,7 @@ def main(argv=None) -> None:
         """Hours of audio trained on per wall-clock minute in this process, measuring time excluded."""
         minutes = (time.time() - run["start"] - run["measuring"]) / 60
         return (state["audio_hours"] - run["hours"]) / max(1e-9, minutes)
-    stop, loss = False, None  # no loss yet when a run stopped on an epoch's last batch resumes
+    stop = False
     net.train()
     while state["epoch"] < args.epochs and not stop:
         epoch = state["epoch"]
@@ -407,6 +407,7 @@ def main(argv=None) -> None:
         batches = batches[: steps_per_epoch * world][rank::world]
         bar = tqdm(total=len(batches), initial=state["batch"], desc=f"{name} epoch {epoch + 1}/{args.epochs}",
                    disable=rank != 0, mininterval=10, dynamic_ncols=True)
+        trained = state["batch"] < len(batches)  # not when a run that stopped on this epoch's last batch resumes
         for bi in range(state["batch"], len(batches)):
             soft = None
             if args.audio:
@@ -454,7 +455,7 @@ def main(argv=None) -> None:
         if not stop:
             state["epoch"] += 1
             state["batch"] = 0
-        if rank == 0:
+        if rank == 0 and trained:  # (that run measured where it stopped)
             measure(state["epoch"] + (state["batch"] / max(1, len(batches)) if stop else 0), loss)
     if rank == 0:
         card = {

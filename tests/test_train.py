@@ -489,7 +489,7 @@ def test_the_vtlp_range_is_the_default_two_bounds_or_refused(argv, want, capsys)
 def test_ema_writes_the_average_of_the_steps_and_the_last_step_beside_it(tmp_path, cache):
     """--ema 0.5 over three steps, by hand: avg = w1, then 0.5 avg + 0.5 w2, then 0.5 avg + 0.5 w3, where w1..w3
     are the same seed's weights after 1, 2 and 3 steps (runs stopped there); the last step's own weights are
-    written beside the average as rnn-raw, and a resumed run carries the average on from its checkpoint."""
+    written beside the average as rnn-raw, and a resumed run carries the average (and the curve) on from its checkpoint."""
     w = [_train(tmp_path / f"s{k}", cache, "--max-steps", str(k), launcher=(sys.executable,))[1] for k in (1, 2, 3)]
     card, avg = _train(tmp_path / "ema", cache, "--max-steps", "3", "--ema", "0.5", launcher=(sys.executable,))
     raw = load_file(tmp_path / "ema" / "out" / "rnn-raw.safetensors")
@@ -502,8 +502,10 @@ def test_ema_writes_the_average_of_the_steps_and_the_last_step_beside_it(tmp_pat
     assert json.loads((tmp_path / "ema" / "out" / "rnn-raw.json").read_text())["name"] == "rnn-raw"
     # stop after 2 steps (here an epoch's last batch), then resume to 3: the same average as the uninterrupted run
     _train(tmp_path / "r", cache, "--max-steps", "2", "--ema", "0.5", launcher=(sys.executable,))
-    _, resumed = _train(tmp_path / "r", cache, "--max-steps", "3", "--ema", "0.5", "--resume", launcher=(sys.executable,))
+    again, resumed = _train(tmp_path / "r", cache, "--max-steps", "3", "--ema", "0.5", "--resume", launcher=(sys.executable,))
     assert all(torch.allclose(avg[k], resumed[k], atol=1e-6) for k in avg)
+    untimed = lambda curve: [{k: v for k, v in point.items() if k != "minutes"} for point in curve]
+    assert untimed(again["curve"]) == untimed(card["curve"])  # measured where it stopped, not again on resuming
 
 
 def test_a_run_checkpointed_without_ema_starts_its_average_where_it_resumes(tmp_path, cache):
