@@ -1,0 +1,68 @@
+"""How much better do the shipped models hear speakers they were trained on than new ones?
+
+    python scripts/fit_gap.py                     # all three models, 300 clips per set
+    python scripts/fit_gap.py --model lstm --limit 100
+
+Greedy CER / WER (jiwer) of a shipped model on three speechocean762 sets of clean clips, evenly spread:
+  heard  - train utterances of the speakers the acoustic models train on (their clips, unaugmented);
+  dev    - train utterances of the 10 LM tuning speakers (asr_core.lm.dev_speakers), left out of the acoustic
+           models' training since the twelfth CPU round (heard before it);
+  test   - the test split, whose 100 speakers were never in training.
+A model that gets the heard clips nearly right and the test clips far less so is held back by how few speakers it
+has heard, not by its size; one that is poor on both underfits.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from asr_core import ctc, data, evaluate, lm  # noqa: E402
+
+
+def utterances(limit: int) -> dict[str, list[data.Utterance]]:
+    """The three sets of speechocean762 utterances, `limit` each, evenly spread."""
+    dev = set(lm.dev_speakers())
+    train = data.speechocean("train")
+    return {
+        "heard": evaluate.spread([u for u in train if u.speaker not in dev], limit),
+        "dev": evaluate.spread([u for u in train if u.speaker in dev], limit),
+        "test": evaluate.spread(data.speechocean("test"), limit),
+    }
+
+
+def sets(limit: int) -> dict[str, list]:
+    """(MFCC frames, reference) for each clip of the three sets, computed from the clean audio."""
+    return {name: evaluate.audio_samples(utts) for name, utts in utterances(limit).items()}
+
+
+def fit_gap(model: str, samples: dict[str, list]) -> dict[str, dict]:
+    """Greedy error rates of one shipped model on each set: {set: {"cer", "wer", "n"}}."""
+    out = {}
+    for name, items in samples.items():
+        lps = evaluate.log_probs(model, [f for f, _ in items])
+        rates = evaluate.error_rates([t for _, t in items], [ctc.greedy(lp).text for lp in lps])
+        out[name] = {**rates, "n": len(items)}
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", nargs="+", default=["lstm", "gru", "rnn"], choices=["lstm", "gru", "rnn"])
+    p.add_argument("--limit", type=int, default=300, help="clips per set, evenly spread")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    samples = sets(args.limit)
+    print("speechocean762, greedy, float32, clean clips; CER / WER (clips)")
+    print(f"{'model':6} " + "  ".join(f"{k:>22}" for k in samples))
+    for m in args.model:
+        r = fit_gap(m, samples)
+        print(f"{m:6} " + "  ".join(f"{v['cer']:.3f} / {v['wer']:.3f} ({v['n']:>3})".rjust(22) for v in r.values()))
+
+
+if __name__ == "__main__":
+    main()
