@@ -8,8 +8,9 @@ Greedy CER / WER (jiwer) of a shipped model on three speechocean762 sets of clea
   dev    - train utterances of the 10 LM tuning speakers (asr_core.lm.dev_speakers), left out of the acoustic
            models' training since the twelfth CPU round (heard before it);
   test   - the test split, whose 100 speakers were never in training.
-A model that gets the heard clips nearly right and the test clips far less so is held back by how few speakers it
-has heard, not by its size; one that is poor on both underfits.
+The heard clips share speakers and sentences with training, the test clips neither. A model that gets the heard
+clips nearly right and the test clips far less so is held back by how few speakers (and sentences) it has heard,
+not by its size; one that is poor on both underfits.
 """
 from __future__ import annotations
 
