@@ -2,13 +2,16 @@
 
     python scripts/fit_gap.py                     # all three models, 300 clips per set
     python scripts/fit_gap.py --model lstm --limit 100
+    python scripts/fit_gap.py --corpus synth      # synthesized voices heard in training against the held-out ones
 
 Greedy CER / WER (jiwer) of a shipped model on three speechocean762 sets of clean clips, evenly spread:
   heard  - train utterances of the speakers the acoustic models train on (their clips, unaugmented);
   dev    - train utterances of the 10 LM tuning speakers (asr_core.lm.dev_speakers), left out of the acoustic
            models' training since the twelfth CPU round (heard before it);
   test   - the test split, whose 100 speakers were never in training.
-The heard clips share speakers and sentences with training, the test clips neither. A model that gets the heard
+The heard clips share speakers and sentences with training, the test clips neither. With --corpus synth the two
+sets are the synthesized clips of the voices in training and of the held-out voices (asr_core.synth), from the
+feature caches of `python -m asr_core.data` where present. A model that gets the heard
 clips nearly right and the test clips far less so is held back by how few speakers (and sentences) it has heard,
 not by its size; one that is poor on both underfits.
 """
@@ -35,8 +38,12 @@ def utterances(limit: int) -> dict[str, list[data.Utterance]]:
     }
 
 
-def sets(limit: int) -> dict[str, list]:
-    """(MFCC frames, reference) for each clip of the three sets, computed from the clean audio."""
+def sets(limit: int, corpus: str = "speechocean762") -> dict[str, list]:
+    """(MFCC frames, reference) for each clip of the sets: for speechocean762 the three sets above, computed from
+    the clean audio; for synth the heard and the held-out voices."""
+    if corpus == "synth":
+        return {"heard voices": evaluate.samples("synth", "train", limit),
+                "held-out voices": evaluate.samples("synth", "test", limit)}
     return {name: evaluate.audio_samples(utts) for name, utts in utterances(limit).items()}
 
 
@@ -53,12 +60,13 @@ def fit_gap(model: str, samples: dict[str, list]) -> dict[str, dict]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", nargs="+", default=["lstm", "gru", "rnn"], choices=["lstm", "gru", "rnn"])
+    p.add_argument("--corpus", default="speechocean762", choices=["speechocean762", "synth"])
     p.add_argument("--limit", type=int, default=300, help="clips per set, evenly spread")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    samples = sets(args.limit)
-    print("speechocean762, greedy, float32, clean clips; CER / WER (clips)")
+    samples = sets(args.limit, args.corpus)
+    print(f"{args.corpus}, greedy, float32, clean clips; CER / WER (clips)")
     print(f"{'model':6} " + "  ".join(f"{k:>22}" for k in samples))
     for m in args.model:
         r = fit_gap(m, samples)
