@@ -81,9 +81,9 @@ def fsdd(split: str) -> list[Utterance]:
     return out
 
 
-def synthesized(split: str) -> list[Utterance]:
+def synthesized(split: str, folder: str = "synth") -> list[Utterance]:
     """Voices in synth.HELD_OUT_VOICES make 'test'; the manifest records which."""
-    root = CACHE / "synth"
+    root = CACHE / folder
     if not (root / "manifest.tsv").exists():
         return []
     rows = csv.reader(open(root / "manifest.tsv"), delimiter="\t")
@@ -91,7 +91,13 @@ def synthesized(split: str) -> list[Utterance]:
             if r[2] == split and (root / f"{r[0]}.flac").exists()]
 
 
-CORPORA = {"speechocean762": speechocean, "ljspeech": ljspeech, "fsdd": fsdd, "synth": synthesized}
+def synthesized_wide(split: str) -> list[Utterance]:
+    """The --wide set (python -m asr_core.synth --wide): training voices only, so its 'test' is empty."""
+    return synthesized(split, "synth-wide")
+
+
+CORPORA = {"speechocean762": speechocean, "ljspeech": ljspeech, "fsdd": fsdd, "synth": synthesized,
+           "synthwide": synthesized_wide}
 
 
 def load_16k(path: str) -> np.ndarray:
@@ -209,11 +215,13 @@ def main(argv=None) -> None:
         from .lm import dev_speakers  # lm reads this module's corpora
         without = frozenset(dev_speakers())
     jobs = [("speechocean762", "train", args.augment_copies), ("ljspeech", "train", args.augment_copies),
-            ("fsdd", "train", 1), ("synth", "train", 0),
+            ("fsdd", "train", 1), ("synth", "train", 0), ("synthwide", "train", 0),
             ("speechocean762", "test", 0), ("ljspeech", "test", 0), ("fsdd", "test", 0), ("synth", "test", 0)]
     for corpus, split, copies in jobs:
         if args.only and f"{corpus}/{split}" not in args.only:
             continue
+        if corpus == "synthwide" and not args.only:
+            continue  # made only when asked for: python -m asr_core.synth --wide first
         print(build_cache(corpus, split, copies, seed=args.seed,
                           without=without if (corpus, split) == ("speechocean762", "train") else frozenset(),
                           vtlp=vtlp if copies else None), flush=True)
