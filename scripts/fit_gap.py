@@ -3,6 +3,7 @@
     python scripts/fit_gap.py                     # all three models, 300 clips per set
     python scripts/fit_gap.py --model lstm --limit 100
     python scripts/fit_gap.py --corpus synth      # synthesized voices heard in training against the held-out ones
+    python scripts/fit_gap.py --corpus synth --model lstm runs/lstmS.safetensors   # a trained run beside the shipped
 
 Greedy CER / WER (jiwer) of a shipped model on three speechocean762 sets of clean clips, evenly spread:
   heard  - train utterances of the speakers the acoustic models train on (their clips, unaugmented);
@@ -48,10 +49,15 @@ def sets(limit: int, corpus: str = "speechocean762") -> dict[str, list]:
 
 
 def fit_gap(model: str, samples: dict[str, list]) -> dict[str, dict]:
-    """Greedy error rates of one shipped model on each set: {set: {"cer", "wer", "n"}}."""
+    """Greedy error rates of one model (a shipped name, or a NAME.safetensors path with its NAME.json card beside
+    it) on each set: {set: {"cer", "wer", "n"}}."""
+    where = {}
+    if model.endswith(".safetensors"):
+        where = {"directory": Path(model).parent}
+        model = Path(model).stem
     out = {}
     for name, items in samples.items():
-        lps = evaluate.log_probs(model, [f for f, _ in items])
+        lps = evaluate.log_probs(model, [f for f, _ in items], **where)
         rates = evaluate.error_rates([t for _, t in items], [ctc.greedy(lp).text for lp in lps])
         out[name] = {**rates, "n": len(items)}
     return out
@@ -59,7 +65,8 @@ def fit_gap(model: str, samples: dict[str, list]) -> dict[str, dict]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", nargs="+", default=["lstm", "gru", "rnn"], choices=["lstm", "gru", "rnn"])
+    p.add_argument("--model", nargs="+", default=["lstm", "gru", "rnn"],
+                   help="shipped names (lstm, gru, rnn) or NAME.safetensors paths with their cards beside them")
     p.add_argument("--corpus", default="speechocean762", choices=["speechocean762", "synth"])
     p.add_argument("--limit", type=int, default=300, help="clips per set, evenly spread")
     p.add_argument("--threads", type=int, default=2)
@@ -70,7 +77,7 @@ def main(argv=None) -> None:
     print(f"{'model':6} " + "  ".join(f"{k:>22}" for k in samples))
     for m in args.model:
         r = fit_gap(m, samples)
-        print(f"{m:6} " + "  ".join(f"{v['cer']:.3f} / {v['wer']:.3f} ({v['n']:>3})".rjust(22) for v in r.values()))
+        print(f"{Path(m).stem:6} " + "  ".join(f"{v['cer']:.3f} / {v['wer']:.3f} ({v['n']:>3})".rjust(22) for v in r.values()))
 
 
 if __name__ == "__main__":

@@ -66,3 +66,5 @@ def test_with_synth_the_lstm_hears_its_training_voices_better_than_the_held_out_
     assert list(s) == ["heard voices", "held-out voices"] and [len(v) for v in s.values()] == [20, 20]
     r = script.fit_gap("lstm", s)
     assert r["heard voices"]["cer"] < r["held-out voices"]["cer"]
+    # a model given as a .safetensors path (its card beside it) is measured like the shipped name
+    assert script.fit_gap(str(ROOT / "assets" / "models" / "lstm.safetensors"), s) == r
