@@ -5,7 +5,8 @@
     python scripts/fit_gap.py --corpus synth      # synthesized voices heard in training against the held-out ones
     python scripts/fit_gap.py --corpus synth --model lstm runs/lstmS.safetensors   # a trained run beside the shipped
 
-Greedy CER / WER (jiwer) of a shipped model on three speechocean762 sets of clean clips, evenly spread:
+Greedy CER / WER (jiwer) of a shipped model (or a trained run's .safetensors) on three speechocean762 sets of clean
+clips, evenly spread:
   heard  - train utterances of the speakers the acoustic models train on (their clips, unaugmented);
   dev    - train utterances of the 10 LM tuning speakers (asr_core.lm.dev_speakers), left out of the acoustic
            models' training since the twelfth CPU round (heard before it);
@@ -77,7 +78,8 @@ def main(argv=None) -> None:
     print(f"{'model':6} " + "  ".join(f"{k:>22}" for k in samples))
     for m in args.model:
         r = fit_gap(m, samples)
-        print(f"{Path(m).stem:6} " + "  ".join(f"{v['cer']:.3f} / {v['wer']:.3f} ({v['n']:>3})".rjust(22) for v in r.values()))
+        cells = [f"{v['cer']:.3f} / {v['wer']:.3f} ({v['n']:>3})".rjust(22) for v in r.values()]
+        print(f"{Path(m).stem:6} " + "  ".join(cells))
 
 
 if __name__ == "__main__":
