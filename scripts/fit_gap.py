@@ -75,11 +75,12 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     samples = sets(args.limit, args.corpus)
     print(f"{args.corpus}, greedy, float32, clean clips; CER / WER (clips)")
-    print(f"{'model':6} " + "  ".join(f"{k:>22}" for k in samples))
+    width = max(6, *map(len, args.model))   # a row is named as given: a run's path, not its card's name
+    print(f"{'model':{width}} " + "  ".join(f"{k:>22}" for k in samples))
     for m in args.model:
         r = fit_gap(m, samples)
         cells = [f"{v['cer']:.3f} / {v['wer']:.3f} ({v['n']:>3})".rjust(22) for v in r.values()]
-        print(f"{Path(m).stem:6} " + "  ".join(cells))
+        print(f"{m:{width}} " + "  ".join(cells))
 
 
 if __name__ == "__main__":
